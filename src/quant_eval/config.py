@@ -1,0 +1,103 @@
+"""Variants, benchmarks and checks derived from the workflow configuration.
+
+The JSON schema in config/schema/ checks types and ranges; this module checks what a
+schema cannot (names that must exist, keys that depend on each other) and turns the
+configuration into the list of variants the workflow builds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .errors import ConfigError
+
+BASE_VARIANT = "base"
+NO_IMATRIX_SUFFIX = "-no-imatrix"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model file that is evaluated: the base model or a quantization of it."""
+
+    name: str
+    quantization_type: str | None  # llama-quantize's name, e.g. "Q4_K_M"; None for the base
+    imatrix: bool
+
+    @property
+    def is_base(self) -> bool:
+        return self.quantization_type is None
+
+
+def list_variants(config: dict[str, Any]) -> list[Variant]:
+    """Return the base variant, then each quantization with and without the imatrix."""
+    variants = [Variant(BASE_VARIANT, None, imatrix=False)]
+    for type_name in config["quantizations"]:
+        variants.append(Variant(type_name.lower(), type_name.upper(), imatrix=True))
+    for type_name in config.get("without_imatrix", []):
+        variants.append(
+            Variant(type_name.lower() + NO_IMATRIX_SUFFIX, type_name.upper(), imatrix=False)
+        )
+    return variants
+
+
+def find_variant(config: dict[str, Any], name: str) -> Variant:
+    for variant in list_variants(config):
+        if variant.name == name:
+            return variant
+    known = ", ".join(v.name for v in list_variants(config))
+    raise ConfigError(f"unknown variant {name!r}; the configuration defines: {known}")
+
+
+def check_config(
+    config: dict[str, Any],
+    known_benchmarks: Iterable[str],
+    known_quantization_types: Iterable[str] | None = None,
+) -> None:
+    """Raise ConfigError for values the JSON schema cannot check.
+
+    `known_quantization_types` is the list printed by `llama-quantize --help`; the check
+    of type names is skipped when it is None.
+    """
+    known_benchmarks = sorted(known_benchmarks)
+    for name in config["benchmarks"]:
+        if name not in known_benchmarks:
+            raise ConfigError(
+                f"unknown benchmark {name!r} in config key 'benchmarks'; "
+                f"available benchmarks: {', '.join(known_benchmarks)}"
+            )
+
+    if known_quantization_types is not None:
+        known_types = {t.upper() for t in known_quantization_types}
+        for key in ("quantizations", "without_imatrix"):
+            for type_name in config.get(key, []):
+                if type_name.upper() not in known_types:
+                    raise ConfigError(
+                        f"unknown quantization type {type_name!r} in config key {key!r}; "
+                        f"llama-quantize knows: {', '.join(sorted(known_types))}"
+                    )
+
+    names = [v.name for v in list_variants(config)]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(
+            f"variant names {duplicates} appear twice; list each type once in "
+            "'quantizations' (type names are case-insensitive)"
+        )
+    if BASE_VARIANT in (t.lower() for t in config["quantizations"]):
+        raise ConfigError(f"'{BASE_VARIANT}' is reserved for the base model; remove it from 'quantizations'")
+
+    reference = config.get("reference", BASE_VARIANT)
+    if reference not in names:
+        raise ConfigError(
+            f"config key 'reference' is {reference!r}, which is not a variant; "
+            f"choose one of: {', '.join(names)}"
+        )
+
+    imatrix = config.get("imatrix", {})
+    if imatrix.get("batch_size", 512) > imatrix.get("context", 512):
+        raise ConfigError(
+            f"config key 'imatrix.batch_size' ({imatrix['batch_size']}) is larger than "
+            f"'imatrix.context' ({imatrix.get('context', 512)}); llama-imatrix needs "
+            "batch_size <= context"
+        )

@@ -1,0 +1,1 @@
+"""Benchmark evaluation through lm-evaluation-harness with a llama-cpp-python backend."""

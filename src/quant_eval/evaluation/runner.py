@@ -1,0 +1,121 @@
+"""Run one benchmark on one model file through lm-evaluation-harness and keep every item."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..benchmarks import get_benchmark
+from .backend import LlamaCppLM
+
+logger = logging.getLogger(__name__)
+
+
+def run_seed(seed: int, run: int) -> int:
+    """Seed of run `run` (1-based): sampling and few-shot draws differ between runs."""
+    return seed + run - 1
+
+
+def _load_task(benchmark_name: str, settings: dict[str, Any], data_files: dict[str, str]) -> Any:
+    import lm_eval.tasks
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    benchmark = get_benchmark(benchmark_name)
+    # Reading the one definition directly skips indexing the harness's ~15,000 task
+    # files, which takes longer than a small evaluation.
+    yaml_path = Path(lm_eval.tasks.__file__).parent / benchmark.task_definition
+    task_config = load_yaml(yaml_path, resolve_func=True)
+    task_config.update(benchmark.task_overrides(settings, data_files))
+    task_config["task"] = benchmark.task
+    return TaskManager(include_defaults=False).load([task_config])
+
+
+def _item_record(benchmark_name: str, sample: dict[str, Any]) -> dict[str, Any]:
+    benchmark = get_benchmark(benchmark_name)
+    doc = sample["doc"]
+    arguments = sample["arguments"]
+    record: dict[str, Any] = {
+        "id": doc["id"],
+        "prompt": arguments[0][0],
+        "gold": sample["target"],
+        "score": float(sample[benchmark.metric]),
+    }
+    if sample.get("filter") and sample["filter"] != "none":
+        record["output"] = sample["resps"][0][0]
+        record["extracted_answer"] = sample["filtered_resps"][0]
+    else:
+        # Multiple choice: one (log-likelihood, is-greedy) pair per choice. The harness
+        # picks the highest log-likelihood for acc and the highest per character for acc_norm.
+        choices = [argument[1] for argument in arguments]
+        loglikelihoods = [float(resp[0][0]) for resp in sample["resps"]]
+        per_character = [ll / len(choice) for ll, choice in zip(loglikelihoods, choices)]
+        record["choices"] = choices
+        record["loglikelihoods"] = loglikelihoods
+        record["prediction_acc"] = max(range(len(choices)), key=loglikelihoods.__getitem__)
+        record["prediction_acc_norm"] = max(range(len(choices)), key=per_character.__getitem__)
+        predicted = record[f"prediction_{benchmark.metric}"]
+        record["output"] = choices[predicted]
+        record["extracted_answer"] = predicted
+    for metric in ("acc", "acc_norm", "exact_match"):
+        if metric in sample:
+            record[metric] = float(sample[metric])
+    return record
+
+
+def evaluate(
+    model_path: Path,
+    benchmark_name: str,
+    settings: dict[str, Any],
+    test_file: Path,
+    fewshot_file: Path,
+    run: int,
+    seed: int,
+    context: int,
+    threads: int,
+    output: Path,
+    labels: dict[str, str],
+) -> dict[str, Any]:
+    """Evaluate one run and write every item's prompt, output, answer and score to `output`."""
+    # Data come from local files only; never let the datasets library reach for the hub.
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from lm_eval.evaluator import evaluate as harness_evaluate
+
+    benchmark = get_benchmark(benchmark_name)
+    this_seed = run_seed(seed, run)
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["HF_DATASETS_CACHE"] = cache  # a private cache: parallel jobs never share one
+        task_dict = _load_task(benchmark_name, settings, {"test": str(test_file), "fewshot": str(fewshot_file)})
+        task_dict["tasks"][benchmark.task].set_fewshot_seed(this_seed)
+        model = LlamaCppLM(model_path, context=context, threads=threads, seed=this_seed)
+        results = harness_evaluate(model, task_dict, log_samples=True, bootstrap_iters=0)
+
+    samples = results["samples"][benchmark.task]
+    if benchmark.filter is not None:
+        samples = [s for s in samples if s["filter"] == benchmark.filter]
+    items = [_item_record(benchmark_name, sample) for sample in sorted(samples, key=lambda s: s["doc_id"])]
+    mean = sum(item["score"] for item in items) / len(items) if items else float("nan")
+    record = {
+        **labels,
+        "benchmark": benchmark_name,
+        "task": benchmark.task,
+        "metric": benchmark.metric,
+        "filter": benchmark.filter,
+        "run": run,
+        "seed": this_seed,
+        "settings": settings,
+        "n_items": len(items),
+        "mean_score": mean,
+        "items": items,
+    }
+    temporary = output.with_name(output.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temporary, output)
+    logger.info("%s run %d on %s: %s = %.4f over %d items", benchmark_name, run, model_path.name,
+                benchmark.metric, mean, len(items))
+    return record

@@ -1,0 +1,56 @@
+"""Importance matrix computation with llama-imatrix."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .errors import InvalidDataError
+from .llama_tools import run_tool
+
+logger = logging.getLogger(__name__)
+
+
+def count_tokens(model: Path, text: str) -> int:
+    """Count the tokens of `text` with the model's own tokenizer (vocabulary only, no weights)."""
+    from llama_cpp import Llama
+
+    vocab = Llama(model_path=str(model), vocab_only=True, verbose=False)
+    return len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+
+def compute_imatrix(
+    model: Path,
+    calibration: Path,
+    output: Path,
+    context: int,
+    chunks: int,
+    batch_size: int,
+    threads: int,
+    log_path: Path | None = None,
+) -> None:
+    """Run llama-imatrix over `chunks` chunks of `context` tokens of the calibration text."""
+    n_tokens = count_tokens(model, calibration.read_text(encoding="utf-8"))
+    needed = context * chunks
+    if n_tokens < needed:
+        raise InvalidDataError(
+            f"calibration text {calibration} has {n_tokens} tokens, fewer than "
+            f"imatrix.chunks x imatrix.context = {chunks} x {context} = {needed}; "
+            "add text to 'imatrix.calibration' or lower 'imatrix.chunks'"
+        )
+
+    # llama-imatrix picks its output format from the file name, so the temporary name
+    # keeps the extension.
+    temporary = output.with_name(output.stem + ".tmp" + output.suffix)
+    temporary.unlink(missing_ok=True)
+    run_tool(
+        "llama-imatrix",
+        ["-m", model, "-f", calibration, "-o", temporary, "-c", context, "--chunks", chunks,
+         "-b", batch_size, "-t", threads, "--no-ppl"],
+        log_path,
+    )
+    if not temporary.is_file():
+        raise InvalidDataError(f"llama-imatrix finished but wrote no {temporary}; see {log_path}")
+    os.replace(temporary, output)
+    logger.info("imatrix from %d of %d calibration tokens: %s", needed, n_tokens, output)

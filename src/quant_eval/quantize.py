@@ -1,0 +1,89 @@
+"""Quantization with llama-quantize, followed by an audit of the types really written."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from gguf import GGMLQuantizationType
+
+from .gguf_files import audit_tensors
+from .llama_tools import run_tool
+
+logger = logging.getLogger(__name__)
+
+# Quantization types (llama-quantize's names) whose main tensor type is not the type name
+# with its size suffix removed.
+MAIN_TENSOR_TYPES = {
+    "IQ2_M": GGMLQuantizationType.IQ2_S,
+    "IQ3_M": GGMLQuantizationType.IQ3_S,
+    "IQ3_XS": GGMLQuantizationType.IQ3_S,
+    "MXFP4_MOE": GGMLQuantizationType.MXFP4,
+}
+
+
+def main_tensor_type(quantization_type: str) -> GGMLQuantizationType | None:
+    """Return the tensor type most weights get under a quantization type (Q4_K_M -> Q4_K).
+
+    Returns None where no single type dominates (COPY, for example); the audit then
+    reports the type mix without naming fallbacks.
+    """
+    name = quantization_type.upper()
+    if name in MAIN_TENSOR_TYPES:
+        return MAIN_TENSOR_TYPES[name]
+    for candidate in (name, name.rsplit("_", 1)[0]):
+        if candidate in GGMLQuantizationType.__members__:
+            return GGMLQuantizationType[candidate]
+    return None
+
+
+def quantize_model(
+    base_model: Path,
+    quantization_type: str,
+    output: Path,
+    audit_output: Path,
+    imatrix: Path | None,
+    threads: int,
+    log_path: Path | None = None,
+) -> dict[str, Any]:
+    """Quantize `base_model` to `quantization_type` and write the tensor audit beside it.
+
+    llama-quantize leaves a partial file behind when it fails, so it writes to a
+    temporary name that is renamed only after the audit succeeded.
+    """
+    temporary = output.with_name(output.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    arguments: list[Any] = []
+    if imatrix is not None:
+        arguments += ["--imatrix", imatrix]
+    arguments += [base_model, temporary, quantization_type.upper(), threads]
+    try:
+        tool_output = run_tool("llama-quantize", arguments, log_path)
+        audit = audit_tensors(temporary, main_tensor_type(quantization_type))
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+    # llama-quantize's own count, e.g. "WARNING: 180 of 272 tensor(s) required fallback
+    # quantization"; it can differ by a tensor or two from ours, which also counts tensors
+    # that the type's mixture rules had given another type anyway.
+    reported = re.search(r"(\d+) of \d+ tensor\(s\) required fallback quantization", tool_output)
+    audit["llama_quantize_fallbacks"] = int(reported.group(1)) if reported else 0
+    audit["quantization_type"] = quantization_type.upper()
+    audit["imatrix"] = imatrix is not None
+    if audit["fallback_tensors"]:
+        logger.warning(
+            "%d tensors of %s are not %s: their row size is not a multiple of its block size, "
+            "so llama-quantize used another type (see %s)",
+            len(audit["fallback_tensors"]), output.name, audit["requested_type"], audit_output,
+        )
+
+    audit_temporary = audit_output.with_name(audit_output.name + ".tmp")
+    audit_temporary.write_text(json.dumps(audit, indent=2) + "\n")
+    os.replace(temporary, output)
+    os.replace(audit_temporary, audit_output)
+    return audit

@@ -76,8 +76,9 @@ def prepare_base_model(source: str, dequantize: bool, output: Path, info_output:
     else:
         raise InvalidModelError(
             f"{path} is quantized ({original_type}); a base model must be F16, BF16 or F32. "
-            "Give the unquantized GGUF, or set `dequantize: true` for this model to dequantize "
-            "it to F16 (the results then understate the loss of a genuinely trained model)"
+            "Give the unquantized GGUF, or set `dequantize: true` for this model (--dequantize on "
+            "the command line) to dequantize it to F16 (the results then understate the loss of "
+            "a genuinely trained model)"
         )
 
     info = {

@@ -87,8 +87,10 @@ class Benchmark:
         if len(set(ids)) != len(ids):
             raise InvalidDataError(f"benchmark {self.name}: item ids are not unique")
         subset = [items[i] for i in select_subset(len(items), limit, seed, self.name)]
+        # Both sources are read before either file is written, so a bad pool leaves no subset file.
+        pool = self.load_fewshot_pool()
         write_jsonl(subset, test_output)
-        write_jsonl(self.load_fewshot_pool(), fewshot_output)
+        write_jsonl(pool, fewshot_output)
         logger.info("%s: %d of %d items written to %s", self.name, len(subset), len(items), test_output)
         return len(subset)
 

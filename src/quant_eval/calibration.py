@@ -23,7 +23,10 @@ def resolve_calibration_source(entry: str) -> Path:
     else:
         path = Path(entry).expanduser()
     if not path.is_file():
-        raise InvalidDataError(f"calibration text not found: {path} (config key 'imatrix.calibration', entry {entry!r})")
+        raise InvalidDataError(
+            f"calibration text not found: {path} (config key 'imatrix.calibration', entry {entry!r}); "
+            "correct the path or remove the entry"
+        )
     return path
 
 

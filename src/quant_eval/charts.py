@@ -6,22 +6,28 @@ scores use the scale of reporting.SCORE_FORMATS, so binary metrics are percentag
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .reporting import MIB, ResultIndex, atomic_output
 
 logger = logging.getLogger(__name__)
 
 DPI = 150
+# Fonts tried in order for each character, so that Japanese names are drawn too.
+FONT_FAMILIES = ["DejaVu Sans", "Noto Sans CJK JP"]
 BAR_GROUP_WIDTH = 0.8  # share of the space between two benchmarks that a group of bars takes
 MARKERS = ["o", "s", "D", "^", "v", "P", "X"]
 
@@ -67,6 +73,17 @@ def _variant_palette(frame: pd.DataFrame) -> dict[str, Any]:
     return dict(zip(variants, sns.color_palette("colorblind", len(variants))))
 
 
+def _chart_style() -> contextlib.ExitStack:
+    """Return the seaborn style and font settings of every chart, as one context manager."""
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    families = [family for family in FONT_FAMILIES if family in installed] or ["sans-serif"]
+    stack = contextlib.ExitStack()
+    stack.enter_context(sns.axes_style("whitegrid"))
+    stack.enter_context(sns.plotting_context("notebook"))
+    stack.enter_context(matplotlib.rc_context({"font.family": families}))
+    return stack
+
+
 def _save(figure: Figure, output: Path) -> None:
     FigureCanvasAgg(figure)
     with atomic_output(output) as temporary:
@@ -94,7 +111,7 @@ def draw_performance(comparison: dict[str, Any], analysis: dict[str, Any], outpu
     palette = _variant_palette(frame)
     n_variants = len(palette)
 
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
+    with _chart_style():
         panel_width = 1.5 + len(benchmarks) * (0.45 * n_variants + 0.6)
         figure = Figure(figsize=(panel_width * len(models) + 2, 4.8), layout="constrained")
         axes = figure.subplots(1, len(models), sharey=True, squeeze=False)[0]
@@ -118,22 +135,26 @@ def draw_efficiency(comparison: dict[str, Any], analysis: dict[str, Any], output
     benchmarks = list(index.benchmarks())
     palette = _variant_palette(frame)
 
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook"):
+    with _chart_style():
         figure = Figure(figsize=(5.2 * len(benchmarks), 4.6), layout="constrained")
         axes = figure.subplots(1, len(benchmarks), squeeze=False)[0]
         for ax, benchmark in zip(axes, benchmarks):
             for model_position, model in enumerate(models):
                 rows = frame[(frame["benchmark"] == benchmark) & (frame["model"] == model)]
+                marker = MARKERS[model_position % len(MARKERS)]
                 for _, row in rows.iterrows():
                     ax.errorbar(row["size_mib"], row["mean"], yerr=_error_bars(rows.loc[[row.name]]),
-                                fmt=MARKERS[model_position % len(MARKERS)], color=palette[row["variant"]],
-                                ecolor="black", elinewidth=1, capsize=3, markersize=7)
-                    label = row["variant"] if len(models) == 1 else f"{model}/{row['variant']}"
-                    ax.annotate(label, (row["size_mib"], row["mean"]), xytext=(6, 4),
+                                fmt=marker, color=palette[row["variant"]], elinewidth=1, capsize=3,
+                                markersize=7)
+                    ax.annotate(row["variant"], (row["size_mib"], row["mean"]), xytext=(6, 4),
                                 textcoords="offset points", fontsize=8)
             info = index.benchmarks()[benchmark]
             ax.set_title(f"{benchmark} ({info['metric']}, n = {info['n_items']})")
             ax.set_xlabel("file size (MiB)")
             ax.set_ylabel(_score_label(index))
             ax.set_xlim(left=0, right=frame["size_mib"].max() * 1.25)
+        if len(models) > 1:
+            handles = [Line2D([], [], color="gray", linestyle="none", marker=MARKERS[i % len(MARKERS)])
+                       for i in range(len(models))]
+            figure.legend(handles, models, title="model", loc="outside right upper")
         _save(figure, output)

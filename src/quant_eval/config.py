@@ -77,16 +77,20 @@ def check_config(
                         f"llama-quantize knows: {', '.join(sorted(known_types))}"
                     )
 
-    names = [v.name for v in list_variants(config)]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(
-            f"variant names {duplicates} appear twice; list each type once in "
-            "'quantizations' (type names are case-insensitive)"
-        )
+    # Checked before duplicates: the base variant always exists, so `base` would
+    # otherwise be reported as a duplicate variant name.
     if BASE_VARIANT in (t.lower() for t in config["quantizations"]):
         raise ConfigError(f"'{BASE_VARIANT}' is reserved for the base model; remove it from 'quantizations'")
+    for key in ("quantizations", "without_imatrix"):
+        types = [t.upper() for t in config.get(key, [])]
+        duplicates = sorted({t for t in types if types.count(t) > 1})
+        if duplicates:
+            raise ConfigError(
+                f"config key {key!r} lists {', '.join(duplicates)} more than once "
+                "(type names are case-insensitive); list each type once"
+            )
 
+    names = [v.name for v in list_variants(config)]
     reference = config.get("reference", BASE_VARIANT)
     if reference not in names:
         raise ConfigError(

@@ -25,9 +25,11 @@ def open_gguf(path: Path) -> GGUFReader:
     """Open a GGUF file, raising InvalidModelError if it is missing, not GGUF or truncated."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidModelError(f"model file not found: {path}; check the path in config key 'models'")
+        raise InvalidModelError(f"model file not found: {path}; check the path")
     with path.open("rb") as handle:
         magic = handle.read(4)
+    if not magic:
+        raise InvalidModelError(f"{path} is empty; copy or download the model again")
     if magic != GGUF_MAGIC:
         raise InvalidModelError(
             f"{path} is not a GGUF file (it starts with {magic!r}, expected {GGUF_MAGIC!r}); "

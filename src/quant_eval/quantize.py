@@ -11,7 +11,7 @@ from typing import Any
 
 from gguf import GGMLQuantizationType
 
-from .gguf_files import audit_tensors
+from .gguf_files import audit_tensors, open_gguf
 from .llama_tools import run_tool
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def quantize_model(
     llama-quantize leaves a partial file behind when it fails, so it writes to a
     temporary name that is renamed only after the audit succeeded.
     """
+    open_gguf(base_model)  # a missing or truncated file gets a clear message, not the tool's
     temporary = output.with_name(output.name + ".tmp")
     temporary.unlink(missing_ok=True)
     arguments: list[Any] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScoreFormat:
-    """How the scores of one `score_kind` are written."""
+    """Number format of the scores of one `score_kind`."""
 
     scale: float  # factor from the value in the JSON files to the written number
     decimals: int
@@ -38,12 +39,12 @@ class ScoreFormat:
     difference_unit: str  # unit of a paired difference
 
 
-# Number format of every score in the charts, the report and the scorecard. Binary
-# metrics (share of items scored 1) are percentages with 1 decimal and their differences
-# percentage points (pp); graded metrics keep their own unit with 3 decimals. A score with
-# its interval is written "mean [ci_low, ci_high]", e.g. "31.0 [13.0, 50.0]"; a difference
-# has a sign, e.g. "-4.0 [-13.0, 5.0]", except that a difference that rounds to zero is
-# "0.0". A value missing from the JSON (null) is written MISSING.
+# Number formats of every score in the charts, the report and the scorecard. Binary
+# metrics (share of items scored 1) are percentages with 1 decimal, and their differences
+# are percentage points (pp). Graded metrics keep their own unit with 3 decimals.
+# A score with its interval is written "mean [ci_low, ci_high]", e.g. "31.0 [13.0, 50.0]".
+# A difference has a sign, e.g. "-4.0 [-13.0, +5.0]", unless it rounds to zero ("0.0").
+# A value that is null in the JSON is written MISSING.
 SCORE_FORMATS: dict[str, ScoreFormat] = {
     "binary": ScoreFormat(scale=100.0, decimals=1, unit="%", difference_unit="pp"),
     "graded": ScoreFormat(scale=1.0, decimals=3, unit="", difference_unit=""),
@@ -223,10 +224,26 @@ def code(text: str) -> str:
     return f"{fence}{padding}{text}{padding}{fence}".replace("|", "\\|")
 
 
-def markdown_table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
-    """Return the lines of a pipe table; `align` has one letter per column, "l" or "r"."""
-    rules = {"l": ":---", "r": "---:"}
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rules[a] for a in align) + " |"]
+# pandoc's line width (--columns) for the scorecard. pandoc gives a pipe table natural
+# column widths unless one of its lines is longer than this. Such a table spans the text
+# width and its cells wrap, with column widths set by the dashes of the separator line.
+PANDOC_COLUMNS = 1000
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str,
+                   wrap_widths: list[int] | None = None) -> list[str]:
+    """Return the lines of a pipe table; `align` has one letter per column, "l" or "r".
+
+    `wrap_widths` gives relative column widths and makes pandoc wrap the cells of this
+    table, through a separator line longer than PANDOC_COLUMNS.
+    """
+    widths = [1] * len(align) if wrap_widths is None else wrap_widths
+    dashes_per_unit = 1 if wrap_widths is None else PANDOC_COLUMNS // sum(widths) + 1
+    rules = []
+    for letter, width in zip(align, widths):
+        dashes = "-" * (3 * width * dashes_per_unit)
+        rules.append(":" + dashes if letter == "l" else dashes + ":")
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rules) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
@@ -249,10 +266,10 @@ def grid_limited_caveat(index: ResultIndex, model: str) -> str | None:
 
 
 def benchmark_header(index: ResultIndex, benchmark: str) -> str:
-    """Return a column header such as "`gsm8k` (exact_match, %)"."""
+    """Return a column header such as "`gsm8k` (`exact_match`, %)"."""
     info = index.benchmarks()[benchmark]
     unit = index.score_format(benchmark).unit
-    return f"{code(benchmark)} ({escape_markdown(info['metric'])}{', ' + unit if unit else ''})"
+    return f"{code(benchmark)} ({code(info['metric'])}{', ' + unit if unit else ''})"
 
 
 def score_table(index: ResultIndex, model: str) -> list[str]:
@@ -271,11 +288,15 @@ def score_table(index: ResultIndex, model: str) -> list[str]:
 
 
 def score_table_note(index: ResultIndex) -> str:
-    """Return the sentence under the score table: items, runs and interval method."""
+    """Return the sentence under the score table: items, runs and interval method of each benchmark."""
     parts = []
     for benchmark, info in index.benchmarks().items():
         runs = "1 run" if info["runs"] == 1 else f"{info['runs']} runs"
-        parts.append(f"{code(benchmark)}: n = {info['n_items']} items, {runs}")
+        methods = dict.fromkeys(
+            interval_method_name(result["interval_method"])
+            for (_, _, result_benchmark), result in index.results.items() if result_benchmark == benchmark
+        )
+        parts.append(f"{code(benchmark)}: n = {info['n_items']} items, {runs}, {' or '.join(methods)} interval")
     return (
         f"Mean score with its {format_level(index.confidence_level)} confidence interval over items. "
         + "; ".join(parts) + "."
@@ -326,7 +347,7 @@ def difference_finding(index: ResultIndex, model: str, variant: str, benchmark: 
 
     if low is None or high is None:
         return f"{names}: mean difference {mean} over {n} item(s); too few items for an interval, so no conclusion."
-    if paired["sd_difference"] == 0:
+    if low == high:  # the statistics stage gives a zero-width interval when every d_i is equal
         if paired["mean_difference"] == 0:
             return f"{names}: the same score as {reference} on each of the {n} items."
         return f"{names}: differs from {reference} by {mean} on each of the {n} items."
@@ -337,7 +358,7 @@ def difference_finding(index: ResultIndex, model: str, variant: str, benchmark: 
         )
     direction = "lower" if high < 0 else "higher"
     return (
-        f"{names}: scores {direction} than {reference} by {mean} ({level} CI {interval}, "
+        f"{names}: scores {direction} than {reference}, difference {mean} ({level} CI {interval}, "
         f"n = {n}, d_z = {format_effect_size(paired['cohens_dz'])}); the CI excludes 0."
     )
 
@@ -391,6 +412,7 @@ def imatrix_effect(index: ResultIndex, model: str) -> list[str]:
             with_result = index.result(model, pair.with_imatrix, benchmark)
             without_result = index.result(model, pair.without_imatrix, benchmark)
             overlap = _intervals_overlap(with_result, without_result)
+            overlap_text = {None: MISSING, True: "yes", False: "no"}[overlap]
             rows.append([
                 code(pair.with_imatrix),
                 code(benchmark),
@@ -399,16 +421,17 @@ def imatrix_effect(index: ResultIndex, model: str) -> list[str]:
                                 score_format),
                 format_value(with_result["mean"] - without_result["mean"], score_format, signed=True),
                 score_format.difference_unit,
-                MISSING if overlap is None else ("yes" if overlap else "no"),
+                overlap_text,
             ])
     level = format_level(index.confidence_level)
     return markdown_table(header, rows, "llrrrll") + [
         "",
         f"Difference is the mean with the imatrix minus the mean without it. The statistics stage "
-        f"computes no paired interval for this contrast, so only the two {level} CIs can be compared: "
-        "where they overlap, these results cannot tell whether the imatrix changed the score. "
-        "Where they do not overlap, the difference is detectable, because a paired t interval over the "
-        "same items is never wider than the two t intervals' half-widths added up.",
+        f"computes no paired interval for this contrast, so only the two {level} CIs can be compared. "
+        "Where they overlap, these results cannot tell whether the imatrix changed the score. "
+        "Where they do not overlap, the scores differ: the standard error of a paired difference is at "
+        "most the sum of the two standard errors, so a paired interval would exclude 0 too (exactly for "
+        "t intervals, approximately for Wilson intervals).",
     ]
 
 
@@ -429,8 +452,11 @@ def _tensor_mix(variant: dict[str, Any]) -> str:
     )
 
 
-def tensor_audit_table(index: ResultIndex, model: str) -> list[str]:
-    """Return a table of file size, bits per weight, tensor type mix and fallback tensors."""
+def tensor_audit_table(index: ResultIndex, model: str, wrap: bool = False) -> list[str]:
+    """Return a table of file size, bits per weight, tensor type mix and fallback tensors.
+
+    `wrap` makes pandoc wrap the cells, so the table fits a printed page.
+    """
     header = ["Variant", "Type", "imatrix", "Size (MiB)", "Bits/weight",
               "Tensor types: tensors (share of weights)", "Fallback tensors"]
     rows = []
@@ -444,7 +470,8 @@ def tensor_audit_table(index: ResultIndex, model: str) -> list[str]:
             _tensor_mix(variant),
             str(variant["fallback_tensors"]),
         ])
-    return markdown_table(header, rows, "lllrrlr")
+    wrap_widths = [9, 5, 3, 3, 3, 14, 4] if wrap else None
+    return markdown_table(header, rows, "lllrrlr", wrap_widths)
 
 
 # --------------------------------------------------------------------- methodology
@@ -488,7 +515,7 @@ def _run_variation(runs: int, configured_runs: int, settings: dict[str, Any]) ->
         if configured_runs == 1:
             return "1 run (`runs: 1`)"
         return (
-            f"1 run instead of {configured_runs}: with greedy decoding and no few-shot draw, "
+            f"1 run instead of {configured_runs}: without sampling and without a few-shot draw, "
             "every run would give the same scores"
         )
     if not sources:
@@ -504,8 +531,10 @@ def _benchmark_settings(settings: dict[str, Any]) -> str:
         parts.append(f"{decoding}, temperature {settings['temperature']:g}")
     if "max_tokens" in settings:
         parts.append(f"at most {settings['max_tokens']} generated tokens")
-    if "num_fewshot" in settings:
+    if settings.get("num_fewshot"):
         parts.append(f"{settings['num_fewshot']} few-shot examples drawn per run")
+    elif "num_fewshot" in settings:
+        parts.append("0-shot")
     return "; ".join(parts) if parts else "harness defaults"
 
 
@@ -527,11 +556,50 @@ def methodology_benchmarks(config: dict[str, Any], index: ResultIndex) -> list[s
     return lines
 
 
-def statistics_formulas(confidence_level: float) -> list[str]:
-    """Return the statistics section: observations, intervals, paired differences."""
-    level = format_level(confidence_level)
-    quantile = f"{(1 + confidence_level) / 2:g}"
-    return [
+# Interval methods of the statistics stage, by their `interval_method` value: a short name
+# for tables, and the formula for the methodology. QUANTILE stands for the normal or t
+# quantile of the confidence level, e.g. 0.975 for 95%.
+INTERVAL_METHODS = {
+    "wilson": (
+        "Wilson",
+        "Wilson's interval for the proportion $p$ of items scored 1, "
+        "$\\frac{p + z^2/2n}{1 + z^2/n} \\pm \\frac{z}{1 + z^2/n}"
+        "\\sqrt{\\frac{p(1-p)}{n} + \\frac{z^2}{4n^2}}$, with $z$ the QUANTILE quantile of the "
+        "standard normal distribution",
+    ),
+    "wilson, effective n": (
+        "Wilson at effective n",
+        "Wilson's interval with n replaced by Kish's effective sample size "
+        "$n_{eff} = p(1-p)/se^2$, kept between n and n times the runs, so that repeated runs "
+        "of an item count less than new items: $\\frac{p + z^2/2n_{eff}}{1 + z^2/n_{eff}} \\pm "
+        "\\frac{z}{1 + z^2/n_{eff}}\\sqrt{\\frac{p(1-p)}{n_{eff}} + \\frac{z^2}{4n_{eff}^2}}$, "
+        "with $z$ the QUANTILE quantile of the standard normal distribution",
+    ),
+    "t over item means": (
+        "t",
+        "the t interval over item means, $\\bar{x} \\pm t_{QUANTILE,\\,n-1} \\cdot se$",
+    ),
+    "none (one item)": ("none", "no interval, because one item has no spread"),
+}
+
+
+def interval_method_name(method: str) -> str:
+    """Return the short name of an `interval_method` value, or the value itself when unknown."""
+    return INTERVAL_METHODS.get(method, (method, ""))[0]
+
+
+def _interval_methods_used(index: ResultIndex) -> list[str]:
+    """Return the interval methods of the results, in the order of INTERVAL_METHODS, unknown ones last."""
+    used = {result["interval_method"] for result in index.results.values()}
+    known = [method for method in INTERVAL_METHODS if method in used]
+    return known + sorted(used - set(INTERVAL_METHODS))
+
+
+def statistics_formulas(index: ResultIndex) -> list[str]:
+    """Return the statistics section: observations, the interval methods used, paired differences."""
+    level = format_level(index.confidence_level)
+    quantile = f"{(1 + index.confidence_level) / 2:g}"
+    lines = [
         "Items are the unit of analysis: n always counts items, never items times runs.",
         "",
         "- Observation: item i's score $x_i$ is its mean over the runs (with one run, its single score), "
@@ -539,25 +607,46 @@ def statistics_formulas(confidence_level: float) -> list[str]:
         "- Mean $\\bar{x} = \\frac{1}{n}\\sum_i x_i$, standard deviation "
         "$s = \\sqrt{\\frac{1}{n-1}\\sum_i (x_i - \\bar{x})^2}$ and standard error $se = s/\\sqrt{n}$, "
         "all over the item means.",
-        f"- {level} interval: when each item has one 0/1 score the mean is a proportion $p$ and the "
-        "interval is Wilson's, $\\frac{p + z^2/2n}{1 + z^2/n} \\pm \\frac{z}{1 + z^2/n}"
-        f"\\sqrt{{\\frac{{p(1-p)}}{{n}} + \\frac{{z^2}}{{4n^2}}}}$ with $z$ the {quantile} quantile of the "
-        f"standard normal distribution. Otherwise it is the t interval over item means, "
-        f"$\\bar{{x}} \\pm t_{{{quantile},\\,n-1}} \\cdot se$.",
+    ]
+    for method in _interval_methods_used(index):
+        name, formula = INTERVAL_METHODS.get(method, (method, ""))
+        if not formula:
+            logger.warning("unknown interval_method %r in statistical_analysis.json", method)
+            formula = "as computed by the statistics stage; this report has no formula for it"
+        lines.append(f"- {level} interval \"{escape_markdown(name)}\": {formula.replace('QUANTILE', quantile)}.")
+    lines += [
         "- Paired difference from the reference: $d_i$ is the variant's item mean minus the "
         "reference's on item i, over the m items both variants answered. Its mean $\\bar{d}$ gets "
         f"the t interval $\\bar{{d}} \\pm t_{{{quantile},\\,m-1}} \\cdot s_d/\\sqrt{{m}}$, with $s_d$ the "
         "standard deviation of the $d_i$.",
-        "- Effect size: Cohen's $d_z = \\bar{d} / s_d$; it is not given when $s_d = 0$.",
+        "- Effect size: Cohen's $d_z = \\bar{d} / s_d$. It is not given when $s_d = 0$.",
         "- Run-to-run spread: the within-item variance is the mean over items of the variance of "
         "an item's runs, and the between-item variance is $s^2$ minus the within-item variance "
         "divided by the number of runs.",
+    ]
+    return lines
+
+
+def imatrix_settings(config: dict[str, Any]) -> list[str]:
+    """Return the calibration files and the llama-imatrix settings as markdown lines."""
+    imatrix = config["imatrix"]
+    return [
+        "The calibration text is these files joined in this order:",
+        "",
+        *[f"- {code(source)}" for source in imatrix["calibration"]],
+        "",
+        f"llama-imatrix read {imatrix['chunks']} chunks of {imatrix['context']} tokens "
+        f"(`-c {imatrix['context']}`, `--chunks {imatrix['chunks']}`, batch size `-b {imatrix['batch_size']}`), "
+        f"that is {imatrix['chunks'] * imatrix['context']} tokens of calibration text, on each base model.",
     ]
 
 
 def methodology_markdown(config: dict[str, Any], index: ResultIndex) -> str:
     """Return the methodology document as markdown."""
-    imatrix = config["imatrix"]
+    configured_level = config.get("statistics", {}).get("confidence_level")
+    if configured_level is not None and configured_level != index.confidence_level:
+        logger.warning("statistical_analysis.json uses confidence level %s, the configuration %s; "
+                       "the methodology states the analysis's", index.confidence_level, configured_level)
     evaluation = config.get("evaluation", {})
     lines = [
         "# Methodology of the quantization evaluation",
@@ -575,6 +664,8 @@ def methodology_markdown(config: dict[str, Any], index: ResultIndex) -> str:
     for model in index.models():
         info = index.comparison["models"][model]
         line = f"- {code(model)}: source {code(info['source'])}, base model type {code(info['base_type'])}."
+        if "dequantize" in config["models"].get(model, {}):
+            line += f" Configured `dequantize: {str(config['models'][model]['dequantize']).lower()}`."
         caveat = grid_limited_caveat(index, model)
         if caveat:
             lines += [line, "", caveat, ""]
@@ -585,13 +676,7 @@ def methodology_markdown(config: dict[str, Any], index: ResultIndex) -> str:
         "",
         "## Calibration text and imatrix",
         "",
-        "The calibration text is these files joined in this order:",
-        "",
-        *[f"- {code(source)}" for source in imatrix["calibration"]],
-        "",
-        f"llama-imatrix read {imatrix['chunks']} chunks of {imatrix['context']} tokens "
-        f"(`-c {imatrix['context']}`, `--chunks {imatrix['chunks']}`, batch size `-b {imatrix['batch_size']}`), "
-        f"that is {imatrix['chunks'] * imatrix['context']} tokens of calibration text.",
+        *imatrix_settings(config),
         "",
         "## Variants",
         "",
@@ -609,11 +694,11 @@ def methodology_markdown(config: dict[str, Any], index: ResultIndex) -> str:
         *methodology_benchmarks(config, index),
         "",
         f"Configured runs per evaluation: {config['runs']}. A benchmark whose runs would all give "
-        "the same scores (greedy decoding and no few-shot draw) is run once.",
+        "the same scores (no sampling and no few-shot draw) is run once.",
         "",
         "## Statistics",
         "",
-        *statistics_formulas(index.confidence_level),
+        *statistics_formulas(index),
         "",
         "## Seed",
         "",
@@ -677,16 +762,27 @@ DEFAULT_PDF_ENGINE = "xelatex"
 LATEX_TIMEOUT_S = 300
 LATEX_MAX_PASSES = 3
 LOG_TAIL_LINES = 25
+# Log messages that ask for another LaTeX pass: cross-references and outlines ("Rerun to
+# get ...") and longtable column widths ("Table widths have changed. Rerun LaTeX.").
+RERUN_REQUEST = re.compile(r"Rerun to get|Rerun LaTeX")
 PERFORMANCE_CHART = "quantization_performance.png"
 EFFICIENCY_CHART = "quantization_efficiency.png"
 
+# Table captions as wide as the text (longtable's default is 4 in).
+LATEX_HEADER = r"""
+\AtBeginDocument{\ifdefined\LTcapwidth\setlength{\LTcapwidth}{\textwidth}\fi}
+"""
 # Japanese text is set in Noto Serif CJK JP (Debian's fonts-noto-cjk), everything else in
-# Latin Modern. ucharclasses switches the font at each change of script, because xeCJK
-# needs ctex, which Debian only ships in the 130 MB texlive-lang-chinese.
+# Latin Modern. ucharclasses switches the font family at each change of script, because
+# xeCJK needs ctex, which Debian only ships in the 130 MB texlive-lang-chinese. The switch
+# back restores the family in use before (roman, or typewriter in code) rather than closing
+# a group, because a group opened inside a title or table cell may be closed by a brace.
 XELATEX_HEADER = r"""
 \newfontfamily\cjkfont{Noto Serif CJK JP}
 \usepackage[CJK]{ucharclasses}
-\setTransitionsForCJK{\begingroup\cjkfont}{\endgroup}
+\makeatletter
+\setTransitionsForCJK{\edef\scorecardfamily{\f@family}\cjkfont}{\fontfamily{\scorecardfamily}\selectfont}
+\makeatother
 \XeTeXlinebreaklocale "ja"
 \XeTeXlinebreakskip=0pt plus 1pt
 """
@@ -730,8 +826,12 @@ def _abstract(index: ResultIndex) -> str:
         f"{level} confidence interval excludes 0"
     )
     text += f": {', '.join(detected_names)}." if detected_names else "."
-    if any(index.comparison["models"][m].get("grid_limited") for m in index.models()):
-        text += " The base model was dequantized from a quantized GGUF, so these losses understate those of a trained model."
+    grid_limited = [code(m) for m in index.models() if index.comparison["models"][m].get("grid_limited")]
+    if grid_limited:
+        text += (
+            f" The base model of {', '.join(grid_limited)} was dequantized from a quantized GGUF, so the "
+            "losses measured from it understate those of a genuinely trained model."
+        )
     return text
 
 
@@ -774,14 +874,15 @@ def scorecard_markdown(config: dict[str, Any], index: ResultIndex, charts_relati
         "# Quantized files", "",
     ]
     for model in index.models():
-        lines += [*tensor_audit_table(index, model), "", f"Table: Tensor audit of {code(model)}.", ""]
+        lines += [*tensor_audit_table(index, model, wrap=True), "", f"Table: Tensor audit of {code(model)}.", ""]
     lines += [FALLBACK_EXPLANATION, "", "# imatrix effect", ""]
     for model in index.models():
         lines += [*imatrix_effect(index, model), ""]
     lines += [
         "# Methodology", "",
+        "## Calibration text and imatrix", "", *imatrix_settings(config), "",
         "## Benchmarks", "", *methodology_benchmarks(config, index), "",
-        "## Statistics", "", *statistics_formulas(index.confidence_level), "",
+        "## Statistics", "", *statistics_formulas(index), "",
         f"Seed {config['seed']} drives the item subsets, the few-shot draws and the sampling seeds.", "",
     ]
     return "\n".join(lines)
@@ -799,9 +900,9 @@ def _run_pandoc(markdown: str, tex: Path, engine: str) -> None:
     """Convert the scorecard markdown into a standalone LaTeX file at `tex`."""
     with tempfile.TemporaryDirectory(prefix="scorecard-pandoc-") as folder:
         header = Path(folder) / "header.tex"
-        header.write_text(XELATEX_HEADER if engine == "xelatex" else "", encoding="utf-8")
+        header.write_text(LATEX_HEADER + (XELATEX_HEADER if engine == "xelatex" else ""), encoding="utf-8")
         command = ["pandoc", "--from=markdown", "--to=latex", "--standalone", "--number-sections",
-                   f"--include-in-header={header}"]
+                   f"--columns={PANDOC_COLUMNS}", f"--include-in-header={header}"]
         command += [f"--variable={key}:{value}" for key, value in PANDOC_VARIABLES.items()]
         with atomic_output(tex) as temporary:
             command.append(f"--output={temporary}")
@@ -843,7 +944,7 @@ def _run_latex(engine: str, tex: Path, build_dir: Path) -> Path:
                 f"{engine} failed (exit code {completed.returncode}) on {tex}; last lines of the LaTeX log "
                 f"{log}:\n{_log_tail(log)}"
             )
-        if "Rerun to get" not in log.read_text(encoding="utf-8", errors="replace"):
+        if not RERUN_REQUEST.search(log.read_text(encoding="utf-8", errors="replace")):
             break
     pdf = build_dir / (tex.stem + ".pdf")
     if not pdf.exists():

@@ -18,6 +18,10 @@ import numpy as np
 from scipy import stats
 
 
+# Standard deviations below this are rounding noise of sums of equal values.
+ZERO_TOLERANCE = 1e-12
+
+
 @dataclass(frozen=True)
 class ScoreSummary:
     """Mean score over items with its spread and confidence interval."""
@@ -59,7 +63,9 @@ def wilson_interval(successes: float, n: float, confidence: float) -> tuple[floa
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half_width = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half_width), min(1.0, centre + half_width)
+    # The interval always contains p, but at p = 0 or 1 the bound that should equal p
+    # can come out one rounding error past it (2.8e-17 for 0 of 7 at 95%), so clamp it to p.
+    return max(0.0, min(p, centre - half_width)), min(1.0, max(p, centre + half_width))
 
 
 def t_interval(mean: float, se: float, n: int, confidence: float) -> tuple[float, float]:
@@ -73,11 +79,14 @@ def effective_sample_size(mean: float, se: float | None, n_items: int, n_runs: i
 
     se is the standard error over item means, so runs that repeat an item's answer count
     less than new items. The result is kept between n_items (every run of an item alike)
-    and n_items x n_runs (runs as independent as new items); with one run, or where p is 0
-    or 1 and the ratio is undefined, it is n_items.
+    and n_items x n_runs (runs as independent as new items). With one run, or where p is 0
+    or 1 and the ratio is undefined, it is n_items. Where every item has the same mean
+    (se 0) and 0 < p < 1, the ratio is unbounded and the upper limit applies.
     """
-    if n_runs == 1 or se is None or se == 0 or mean in (0.0, 1.0):
+    if n_runs == 1 or se is None or mean in (0.0, 1.0):
         return float(n_items)
+    if se <= ZERO_TOLERANCE:
+        return float(n_items * n_runs)
     return min(max(mean * (1 - mean) / (se * se), n_items), n_items * n_runs)
 
 
@@ -145,7 +154,8 @@ def paired_difference(
 
     sd = float(differences.std(ddof=1))
     se = sd / math.sqrt(n)
-    if sd == 0:
+    if sd <= ZERO_TOLERANCE * max(1.0, abs(mean)):
+        # Equal differences on every item; rounding can leave sd at 1e-17 instead of 0.
         ci_low = ci_high = mean
         dz = None
     else:

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lm_eval.api.model import LM
+
 from ..benchmarks import get_benchmark
 from .backend import LlamaCppLM
 
@@ -67,6 +69,30 @@ def _item_record(benchmark_name: str, sample: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def run_task(model: LM, benchmark_name: str, settings: dict[str, Any], data_files: dict[str, str],
+             seed: int) -> list[dict[str, Any]]:
+    """Run a benchmark's harness task with `model`; return one record per item, in item order.
+
+    `seed` draws the few-shot examples; `data_files` maps "test" and "fewshot" to JSONL files.
+    """
+    # Data come from local files only; never let the datasets library reach for the hub.
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from lm_eval.evaluator import evaluate as harness_evaluate
+
+    benchmark = get_benchmark(benchmark_name)
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["HF_DATASETS_CACHE"] = cache  # a private cache: parallel jobs never share one
+        task_dict = _load_task(benchmark_name, settings, data_files)
+        task_dict["tasks"][benchmark.task].set_fewshot_seed(seed)
+        results = harness_evaluate(model, task_dict, log_samples=True, bootstrap_iters=0)
+
+    samples = results["samples"][benchmark.task]
+    if benchmark.filter is not None:
+        samples = [s for s in samples if s["filter"] == benchmark.filter]
+    return [_item_record(benchmark_name, sample) for sample in sorted(samples, key=lambda s: s["doc_id"])]
+
+
 def evaluate(
     model_path: Path,
     benchmark_name: str,
@@ -81,24 +107,10 @@ def evaluate(
     labels: dict[str, str],
 ) -> dict[str, Any]:
     """Evaluate one run and write every item's prompt, output, answer and score to `output`."""
-    # Data come from local files only; never let the datasets library reach for the hub.
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from lm_eval.evaluator import evaluate as harness_evaluate
-
     benchmark = get_benchmark(benchmark_name)
     this_seed = run_seed(seed, run)
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["HF_DATASETS_CACHE"] = cache  # a private cache: parallel jobs never share one
-        task_dict = _load_task(benchmark_name, settings, {"test": str(test_file), "fewshot": str(fewshot_file)})
-        task_dict["tasks"][benchmark.task].set_fewshot_seed(this_seed)
-        model = LlamaCppLM(model_path, context=context, threads=threads, seed=this_seed)
-        results = harness_evaluate(model, task_dict, log_samples=True, bootstrap_iters=0)
-
-    samples = results["samples"][benchmark.task]
-    if benchmark.filter is not None:
-        samples = [s for s in samples if s["filter"] == benchmark.filter]
-    items = [_item_record(benchmark_name, sample) for sample in sorted(samples, key=lambda s: s["doc_id"])]
+    model = LlamaCppLM(model_path, context=context, threads=threads, seed=this_seed)
+    items = run_task(model, benchmark_name, settings, {"test": str(test_file), "fewshot": str(fewshot_file)}, this_seed)
     mean = sum(item["score"] for item in items) / len(items) if items else float("nan")
     record = {
         **labels,

@@ -21,7 +21,7 @@ validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
 try:
     check_config(config, BENCHMARKS, quantization_types())
 except QuantEvalError as error:
-    raise WorkflowError(f"invalid configuration: {error}") from None
+    raise WorkflowError(str(error)) from None
 
 
 MODELS = list(config["models"])

@@ -55,6 +55,9 @@ rule scorecard:
         **REPORT_INPUTS,
         performance="charts/quantization_performance.png",
         efficiency="charts/quantization_efficiency.png",
+        # Not read by the scorecard, but users ask for the PDF and expect every document.
+        methodology="methodology/quantization_methodology.md",
+        report="reports/quantization_analysis_report.md",
     output:
         pdf="scorecards/quantization_evaluation.pdf",
         tex="scorecards/quantization_evaluation.tex",

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from quant_eval import reporting
+from quant_eval.reporting import formats
+from quant_eval.reporting import scorecard as scorecard_module
 from quant_eval.errors import InvalidDataError
 from quant_eval.charts import draw_efficiency, draw_performance
 from quant_eval.reporting import (
@@ -170,14 +171,14 @@ def _normalize(text: str) -> str:
     (None, "binary", False, "n/a"),
 ])
 def test_format_value_cases(value, kind, signed, expected):
-    assert reporting.format_value(value, reporting.SCORE_FORMATS[kind], signed) == expected
+    assert formats.format_value(value, formats.SCORE_FORMATS[kind], signed) == expected
 
 
 def test_format_estimate_graded():
-    graded = reporting.SCORE_FORMATS["graded"]
+    graded = formats.SCORE_FORMATS["graded"]
 
-    assert reporting.format_estimate(0.35, 0.2631, 0.448, graded) == "0.350 [0.263, 0.448]"
-    assert reporting.format_estimate(0.35, None, None, graded) == "0.350 [n/a]"
+    assert formats.format_estimate(0.35, 0.2631, 0.448, graded) == "0.350 [0.263, 0.448]"
+    assert formats.format_estimate(0.35, None, None, graded) == "0.350 [n/a]"
 
 
 def test_unknown_score_kind_rejected(results, tmp_path):
@@ -439,7 +440,7 @@ def test_scorecard_latex_error(results, tmp_path, monkeypatch):
     pdf = tmp_path / "scorecards" / "scorecard.pdf"
     pdf.parent.mkdir()
     pdf.write_bytes(b"%PDF- previous scorecard")
-    monkeypatch.setattr(reporting, "XELATEX_HEADER", reporting.XELATEX_HEADER + "\\undefinedscorecardmacro\n")
+    monkeypatch.setattr(scorecard_module, "XELATEX_HEADER", scorecard_module.XELATEX_HEADER + "\\undefinedscorecardmacro\n")
 
     with pytest.raises(ScorecardError) as error:
         write_scorecard(CONFIG, comparison, analysis, tmp_path / "charts", pdf)

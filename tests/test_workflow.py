@@ -73,6 +73,18 @@ def workdir(tmp_path_factory) -> Path:
     return folder
 
 
+DOWNSTREAM_OF_RUNS = (
+    "evaluation_results/quantization_comparison.json",
+    "evaluation_results/statistical_analysis.json",
+    "charts/quantization_performance.png",
+    "charts/quantization_efficiency.png",
+    "methodology/quantization_methodology.md",
+    "reports/quantization_analysis_report.md",
+    "scorecards/quantization_evaluation.pdf",
+    "scorecards/quantization_evaluation.tex",
+)
+
+
 def run_files(workdir: Path) -> list[Path]:
     return sorted((workdir / "evaluation_results" / "runs").rglob("run*.json"))
 
@@ -167,8 +179,8 @@ def test_changed_type_reruns_only_that_variant(workdir, tmp_path):
 def test_more_runs_compute_only_new_runs(workdir, tmp_path):
     outputs = planned_outputs(workdir, write_config(tmp_path, runs=3))
     evaluated = sorted(o for o in outputs if o.startswith("evaluation_results/runs/"))
-    assert evaluated == [f"evaluation_results/runs/smollm2-135m/{v}/gsm8k/run3.json"
-                         for v in sorted(("base", "q8_0", "q4_k_m", "q4_k_m-no-imatrix"))]
+    assert evaluated == sorted(f"evaluation_results/runs/smollm2-135m/{v}/gsm8k/run3.json"
+                               for v in ("base", "q8_0", "q4_k_m", "q4_k_m-no-imatrix"))
 
 
 def test_changed_limit_reruns_only_that_benchmark(workdir, tmp_path):
@@ -185,8 +197,19 @@ def test_killed_run_resumes_without_redoing(workdir):
     """Kill Snakemake after one of two missing runs finished; the restart does only the other."""
     first = workdir / "evaluation_results/runs/smollm2-135m/q8_0/arc_challenge/run1.json"
     second = workdir / "evaluation_results/runs/smollm2-135m/q4_k_m/arc_challenge/run1.json"
+    # As in a first run killed during evaluation: two runs missing, and nothing after them.
+    # (Snakemake does not re-create a missing intermediate file while the files made from
+    # it are present.)
     first.unlink()
     second.unlink()
+    for name in DOWNSTREAM_OF_RUNS:
+        (workdir / name).unlink()
+
+    # Kill once the second job has started: Snakemake starts it (one core) only after it
+    # has recorded the first as complete.
+    logs = [workdir / f"logs/evaluate/smollm2-135m/{v}/arc_challenge/run1.log" for v in ("q8_0", "q4_k_m")]
+    for log in logs:
+        log.unlink()
 
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     command = snakemake_command(workdir, TEST_CONFIG, "scorecards/quantization_evaluation.pdf")
@@ -195,8 +218,8 @@ def test_killed_run_resumes_without_redoing(workdir):
                                env=environment, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
-        while not (first.exists() or second.exists()) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while not all(log.exists() for log in logs) and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

@@ -1,7 +1,7 @@
 """Performance and efficiency charts of the quantization variants, drawn from the result files.
 
 Figures are drawn with matplotlib's Agg canvas (no display needed) in seaborn's style;
-scores use the scale of reporting.SCORE_FORMATS, so binary metrics are percentages.
+scores use the scale of reporting.formats.SCORE_FORMATS, so binary metrics are percentages.
 """
 
 from __future__ import annotations

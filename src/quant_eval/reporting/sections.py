@@ -1,0 +1,289 @@
+"""Markdown helpers and the sections the report and the scorecard share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import NO_IMATRIX_SUFFIX
+from .formats import (
+    BITS_PER_WEIGHT_DECIMALS,
+    MISSING,
+    format_effect_size,
+    format_estimate,
+    format_interval,
+    format_level,
+    format_mib,
+    format_value,
+    interval_method_name,
+    unit_suffix,
+)
+from .results import ResultIndex
+
+
+
+# Characters that start markup in pandoc's markdown or in CommonMark: emphasis, links,
+# raw TeX and HTML, math, citations, sub- and superscripts, tables.
+_MARKDOWN_SPECIALS = set("\\`*_[]<>$@~^|#")
+
+
+def escape_markdown(text: str) -> str:
+    """Backslash-escape the characters of `text` that would start markdown markup."""
+    return "".join(f"\\{c}" if c in _MARKDOWN_SPECIALS else c for c in str(text))
+
+
+def code(text: str) -> str:
+    """Return `text` as an inline code span, for names such as variants and benchmarks."""
+    text = str(text)
+    fence = "`"
+    while fence in text:
+        fence += "`"
+    padding = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{padding}{text}{padding}{fence}".replace("|", "\\|")
+
+
+# pandoc's line width (--columns) for the scorecard. pandoc gives a pipe table natural
+# column widths unless one of its lines is longer than this. Such a table spans the text
+# width and its cells wrap, with column widths set by the dashes of the separator line.
+PANDOC_COLUMNS = 1000
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str,
+                   wrap_widths: list[int] | None = None) -> list[str]:
+    """Return the lines of a pipe table; `align` has one letter per column, "l" or "r".
+
+    `wrap_widths` gives relative column widths and makes pandoc wrap the cells of this
+    table, through a separator line longer than PANDOC_COLUMNS.
+    """
+    widths = [1] * len(align) if wrap_widths is None else wrap_widths
+    dashes_per_unit = 1 if wrap_widths is None else PANDOC_COLUMNS // sum(widths) + 1
+    rules = []
+    for letter, width in zip(align, widths):
+        dashes = "-" * (3 * width * dashes_per_unit)
+        rules.append(":" + dashes if letter == "l" else dashes + ":")
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(rules) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def grid_limited_caveat(index: ResultIndex, model: str) -> str | None:
+    """Return the caveat sentence for a base model dequantized from a quantized GGUF."""
+    info = index.comparison["models"][model]
+    if not info.get("grid_limited"):
+        return None
+    return (
+        f"**Caveat:** the {info['base_type']} base model of {code(model)} was dequantized from a "
+        "quantized GGUF, so its weights hold only values of that quantization grid. "
+        "The quality loss measured from this base model understates what quantizing a "
+        f"genuinely trained {info['base_type']} model loses. "
+        f"Base model note: {escape_markdown(info['note'])}."
+    )
+
+
+def benchmark_header(index: ResultIndex, benchmark: str) -> str:
+    """Return a column header such as "`gsm8k` (`exact_match`, %)"."""
+    info = index.benchmarks()[benchmark]
+    unit = index.score_format(benchmark).unit
+    return f"{code(benchmark)} ({code(info['metric'])}{', ' + unit if unit else ''})"
+
+
+def score_table(index: ResultIndex, model: str) -> list[str]:
+    """Return a table of variants × benchmarks, each cell "mean [CI]"."""
+    benchmarks = list(index.benchmarks())
+    header = ["Variant"] + [benchmark_header(index, b) for b in benchmarks]
+    rows = []
+    for variant in index.variants(model):
+        row = [code(variant["variant"])]
+        for benchmark in benchmarks:
+            result = index.result(model, variant["variant"], benchmark)
+            row.append(format_estimate(result["mean"], result["ci_low"], result["ci_high"],
+                                       index.score_format(benchmark)))
+        rows.append(row)
+    return markdown_table(header, rows, "l" + "r" * len(benchmarks))
+
+
+def score_table_note(index: ResultIndex) -> str:
+    """Return the sentence under the score table: items, runs and interval method of each benchmark."""
+    parts = []
+    for benchmark, info in index.benchmarks().items():
+        runs = "1 run" if info["runs"] == 1 else f"{info['runs']} runs"
+        methods = dict.fromkeys(
+            interval_method_name(result["interval_method"])
+            for (_, _, result_benchmark), result in index.results.items() if result_benchmark == benchmark
+        )
+        parts.append(f"{code(benchmark)}: n = {info['n_items']} items, {runs}, {' or '.join(methods)} interval")
+    return (
+        f"Mean score with its {format_level(index.confidence_level)} confidence interval over items. "
+        + "; ".join(parts) + "."
+    )
+
+
+def difference_table(index: ResultIndex, model: str) -> list[str]:
+    """Return a table of paired differences from the reference, with CI and Cohen's d_z."""
+    level = format_level(index.confidence_level)
+    header = ["Variant", "Benchmark", "Items", f"Difference [{level} CI]", "Unit", "d_z"]
+    rows = []
+    for variant in index.variants(model):
+        if variant["variant"] == index.reference:
+            continue
+        for benchmark in index.benchmarks():
+            paired = index.result(model, variant["variant"], benchmark)["paired"]
+            score_format = index.score_format(benchmark)
+            if paired is None:
+                rows.append([code(variant["variant"]), code(benchmark), MISSING, MISSING, "", MISSING])
+                continue
+            rows.append([
+                code(variant["variant"]),
+                code(benchmark),
+                str(paired["n_items"]),
+                format_estimate(paired["mean_difference"], paired["ci_low"], paired["ci_high"],
+                                score_format, signed=True),
+                score_format.difference_unit,
+                format_effect_size(paired["cohens_dz"]),
+            ])
+    return markdown_table(header, rows, "llrrlr")
+
+
+def difference_finding(index: ResultIndex, model: str, variant: str, benchmark: str) -> str:
+    """Return one plain sentence on what the paired interval supports."""
+    paired = index.result(model, variant, benchmark)["paired"]
+    names = f"{code(variant)} on {code(benchmark)}"
+    reference = code(index.reference)
+    if paired is None:
+        return f"{names}: no item is shared with {reference}, so there is no paired comparison."
+
+    score_format = index.score_format(benchmark)
+    unit = unit_suffix(score_format.difference_unit)
+    n = paired["n_items"]
+    mean = format_value(paired["mean_difference"], score_format, signed=True) + unit
+    low, high = paired["ci_low"], paired["ci_high"]
+    interval = format_interval(low, high, score_format, signed=True) + unit
+    level = format_level(index.confidence_level)
+
+    if low is None or high is None:
+        return f"{names}: mean difference {mean} over {n} item(s); too few items for an interval, so no conclusion."
+    if low == high:  # the statistics stage gives a zero-width interval when every d_i is equal
+        if paired["mean_difference"] == 0:
+            return f"{names}: the same score as {reference} on each of the {n} items."
+        return f"{names}: differs from {reference} by {mean} on each of the {n} items."
+    if low <= 0 <= high:
+        return (
+            f"{names}: the {level} CI of the difference from {reference}, {interval}, includes 0: "
+            f"no detectable change at n = {n}. The data are compatible with any change in that range."
+        )
+    direction = "lower" if high < 0 else "higher"
+    return (
+        f"{names}: scores {direction} than {reference}, difference {mean} ({level} CI {interval}, "
+        f"n = {n}, d_z = {format_effect_size(paired['cohens_dz'])}); the CI excludes 0."
+    )
+
+
+def findings(index: ResultIndex, model: str) -> list[str]:
+    """Return one markdown bullet per variant and benchmark."""
+    lines = []
+    for variant in index.variants(model):
+        if variant["variant"] != index.reference:
+            for benchmark in index.benchmarks():
+                lines.append("- " + difference_finding(index, model, variant["variant"], benchmark))
+    return lines
+
+
+@dataclass(frozen=True)
+class ImatrixPair:
+    """A quantization type evaluated with and without the imatrix."""
+
+    with_imatrix: str
+    without_imatrix: str
+
+
+def imatrix_pairs(index: ResultIndex, model: str) -> list[ImatrixPair]:
+    """Return each `<type>` variant that has a `<type>-no-imatrix` counterpart."""
+    names = [v["variant"] for v in index.variants(model)]
+    pairs = []
+    for name in names:
+        if name.endswith(NO_IMATRIX_SUFFIX) and name[: -len(NO_IMATRIX_SUFFIX)] in names:
+            pairs.append(ImatrixPair(name[: -len(NO_IMATRIX_SUFFIX)], name))
+    return pairs
+
+
+def _intervals_overlap(first: dict[str, Any], second: dict[str, Any]) -> bool | None:
+    bounds = (first["ci_low"], first["ci_high"], second["ci_low"], second["ci_high"])
+    if any(b is None for b in bounds):
+        return None
+    return first["ci_low"] <= second["ci_high"] and second["ci_low"] <= first["ci_high"]
+
+
+def imatrix_effect(index: ResultIndex, model: str) -> list[str]:
+    """Return the imatrix-effect table (with minus without, per benchmark) and its reading."""
+    pairs = imatrix_pairs(index, model)
+    if not pairs:
+        return [f"No quantization type of {code(model)} was evaluated both with and without the imatrix."]
+
+    header = ["Variant", "Benchmark", "With imatrix", "Without imatrix", "Difference", "Unit", "CIs overlap"]
+    rows = []
+    for pair in pairs:
+        for benchmark in index.benchmarks():
+            score_format = index.score_format(benchmark)
+            with_result = index.result(model, pair.with_imatrix, benchmark)
+            without_result = index.result(model, pair.without_imatrix, benchmark)
+            overlap = _intervals_overlap(with_result, without_result)
+            overlap_text = {None: MISSING, True: "yes", False: "no"}[overlap]
+            rows.append([
+                code(pair.with_imatrix),
+                code(benchmark),
+                format_estimate(with_result["mean"], with_result["ci_low"], with_result["ci_high"], score_format),
+                format_estimate(without_result["mean"], without_result["ci_low"], without_result["ci_high"],
+                                score_format),
+                format_value(with_result["mean"] - without_result["mean"], score_format, signed=True),
+                score_format.difference_unit,
+                overlap_text,
+            ])
+    level = format_level(index.confidence_level)
+    return markdown_table(header, rows, "llrrrll") + [
+        "",
+        f"Difference is the mean with the imatrix minus the mean without it. The statistics stage "
+        f"computes no paired interval for this contrast, so only the two {level} CIs can be compared. "
+        "Where they overlap, these results cannot tell whether the imatrix changed the score. "
+        "Where they do not overlap, the scores differ: the standard error of a paired difference is at "
+        "most the sum of the two standard errors, so a paired interval would exclude 0 too (exactly for "
+        "t intervals, approximately for Wilson intervals).",
+    ]
+
+
+FALLBACK_EXPLANATION = (
+    "llama-quantize falls back to another type for each tensor whose row size is not a multiple "
+    "of the target type's block size (256 values for the K-quants, 32 for Q4_0, Q5_0 and Q8_0). "
+    "It does so without failing and only prints a warning, so such a file holds more types than "
+    "its name says; the fallback column counts these tensors."
+)
+
+
+def _tensor_mix(variant: dict[str, Any]) -> str:
+    types = variant["tensor_types"]
+    total = sum(t["n_parameters"] for t in types.values()) or 1
+    ordered = sorted(types.items(), key=lambda item: -item[1]["n_parameters"])
+    return ", ".join(
+        f"{code(name)} {t['n_tensors']} ({t['n_parameters'] / total * 100:.1f}%)" for name, t in ordered
+    )
+
+
+def tensor_audit_table(index: ResultIndex, model: str, wrap: bool = False) -> list[str]:
+    """Return a table of file size, bits per weight, tensor type mix and fallback tensors.
+
+    `wrap` makes pandoc wrap the cells, so the table fits a printed page.
+    """
+    header = ["Variant", "Type", "imatrix", "Size (MiB)", "Bits/weight",
+              "Tensor types: tensors (share of weights)", "Fallback tensors"]
+    rows = []
+    for variant in index.variants(model):
+        rows.append([
+            code(variant["variant"]),
+            code(variant["quantization_type"]),
+            "yes" if variant["imatrix"] else "no",
+            format_mib(variant["file_size_bytes"]),
+            f"{variant['bits_per_weight']:.{BITS_PER_WEIGHT_DECIMALS}f}",
+            _tensor_mix(variant),
+            str(variant["fallback_tensors"]),
+        ])
+    wrap_widths = [9, 5, 3, 3, 3, 14, 4] if wrap else None
+    return markdown_table(header, rows, "lllrrlr", wrap_widths)

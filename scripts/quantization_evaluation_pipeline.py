@@ -7,12 +7,14 @@ Example:
 
 The settings are merged into config/config.yaml and written to a config file under
 config/generated/, which is passed to Snakemake with --configfile; the workflow then
-runs as `snakemake --cores N scorecards/quantization_evaluation.pdf` would.
+runs as `snakemake --cores N scorecards/quantization_evaluation.pdf` would, in this
+checkout, so its outputs are written beside the Snakefile.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = "scorecards/quantization_evaluation.pdf"
+MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # as config/schema/config.schema.yaml allows
 
 
 def comma_list(text: str) -> list[str]:
@@ -42,7 +45,8 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
     parser.add_argument("--without-imatrix", type=comma_list, help="types also quantized without the imatrix")
     parser.add_argument("--benchmarks", type=comma_list, help="benchmarks to run (default: those of config/config.yaml)")
     parser.add_argument("--runs", type=int, help="repetitions of each evaluation")
-    parser.add_argument("--cores", type=int, default=8, help="CPU cores Snakemake may use (default: 8)")
+    parser.add_argument("--cores", type=int, default=os.cpu_count(),
+                        help="CPU cores Snakemake may use (default: all cores of this machine)")
     parser.add_argument("--dry-run", action="store_true", help="show the jobs without running them")
     arguments = list(argv if argv is not None else sys.argv[1:])
     extra: list[str] = []
@@ -55,13 +59,17 @@ def parse_arguments(argv: list[str] | None = None) -> tuple[argparse.Namespace, 
 def build_config(args: argparse.Namespace) -> dict:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     name = args.model_name or re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(args.model.split(":")[-1]).stem)
+    if not re.fullmatch(MODEL_NAME, name):
+        sys.exit(f"error: invalid --model-name {name!r}: use letters, digits, '_', '.' and '-', "
+                 "starting with a letter or digit")
     source = args.model if args.model.startswith("embedded:") else str(Path(args.model).expanduser().resolve())
     config["models"] = {name: {"source": source, "dequantize": args.dequantize}}
     config["quantizations"] = args.quantizations
     if args.without_imatrix is not None:
         config["without_imatrix"] = args.without_imatrix
     else:
-        config["without_imatrix"] = [t for t in config.get("without_imatrix", []) if t in args.quantizations]
+        chosen = {t.lower() for t in args.quantizations}
+        config["without_imatrix"] = [t for t in config.get("without_imatrix", []) if t.lower() in chosen]
     if args.benchmarks is not None:
         unknown = [b for b in args.benchmarks if b not in config["benchmarks"]]
         if unknown:

@@ -182,7 +182,7 @@ def test_imatrix_short_calibration(output_dir, tmp_path, tiny_model):
 
     message = assert_rejected(result, output_dir)
     assert f"calibration text {calibration} has" in message
-    assert "imatrix.chunks x imatrix.context = 2 x 64 = 128" in message
+    assert "imatrix.context x max(imatrix.chunks, 2) = 64 x 2 = 128" in message
     assert "add text to 'imatrix.calibration' or lower 'imatrix.chunks'" in message
 
 

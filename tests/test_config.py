@@ -15,8 +15,15 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from quant_eval.benchmarks import BENCHMARKS
-from quant_eval.config import Variant, check_config, find_variant, list_variants
-from quant_eval.errors import ConfigError
+from quant_eval.config import (
+    Variant,
+    check_config,
+    check_input_files,
+    check_schema,
+    find_variant,
+    list_variants,
+)
+from quant_eval.errors import ConfigError, QuantEvalError
 from quant_eval.llama_tools import quantization_types
 
 REPO = Path(__file__).resolve().parents[1]
@@ -263,7 +270,7 @@ def test_schema_fills_defaults():
     assert config["reference"] == "base"
     assert config["models"]["tiny"]["dequantize"] is False
     assert config["imatrix"]["context"] == 512
-    assert config["imatrix"]["chunks"] == 64
+    assert config["imatrix"]["chunks"] == 32
     assert config["imatrix"]["batch_size"] == 512
     assert config["imatrix"]["calibration"][0] == "dataset-build:eng/eng.txt"
     assert config["benchmarks"]["gsm8k"] == {"limit": None, "temperature": 0.6, "max_tokens": 256}
@@ -287,3 +294,42 @@ def test_schema_keeps_given_values():
     assert config["imatrix"]["batch_size"] == 256
     assert config["benchmarks"]["gsm8k"]["limit"] == 20
     assert config["runs"] == 5
+
+
+# ----------------------------------------------------------------------- start-up checks
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schema" / "config.schema.yaml"
+
+
+def test_schema_error_is_one_line():
+    config = {"quantizations": ["q8_0"], "benchmarks": {"gsm8k": {}}, "runs": 1, "seed": 0}
+    with pytest.raises(ConfigError) as error:
+        check_schema(config, SCHEMA_PATH, BENCHMARKS)
+    message = str(error.value)
+    assert "'models' is a required property" in message
+    assert "\n" not in message
+
+
+def test_schema_error_names_nested_key():
+    config = {"models": {"m": {"source": "x.gguf"}}, "quantizations": ["q8_0"],
+              "benchmarks": {"gsm8k": {"limit": 0}}, "runs": 1, "seed": 0}
+    with pytest.raises(ConfigError, match=r"key 'benchmarks.gsm8k.limit'"):
+        check_schema(config, SCHEMA_PATH, BENCHMARKS)
+
+
+def test_schema_unknown_benchmark_listed_first():
+    config = {"models": {}, "quantizations": [], "benchmarks": {"mmlu": {}}, "runs": 0, "seed": 0}
+    with pytest.raises(ConfigError, match="unknown benchmark 'mmlu'.*available benchmarks: arc_challenge, gsm8k"):
+        check_schema(config, SCHEMA_PATH, BENCHMARKS)
+
+
+def test_missing_model_file_named(tmp_path):
+    config = {"models": {"mine": {"source": str(tmp_path / "absent.gguf")}}, "imatrix": {"calibration": []}}
+    with pytest.raises(ConfigError, match=r"config key 'models.mine.source'"):
+        check_input_files(config)
+
+
+def test_missing_calibration_file_named(tmp_path):
+    config = {"models": {}, "imatrix": {"calibration": [str(tmp_path / "absent.txt")]}}
+    with pytest.raises(QuantEvalError, match=r"config key 'imatrix.calibration'"):
+        check_input_files(config)

@@ -35,6 +35,16 @@ def _json_argument(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"invalid JSON: {error}") from error
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _keyed_path(text: str) -> tuple[str, Path]:
     key, separator, path = text.partition("=")
     if not separator or not key or not path:
@@ -104,7 +114,7 @@ def _quantize(args: argparse.Namespace) -> None:
 
 @command("benchmark-data", "write a benchmark's seeded item subset and few-shot pool", lambda p: (
     p.add_argument("--benchmark", required=True),
-    p.add_argument("--limit", type=int, help="number of items; omit for all"),
+    p.add_argument("--limit", type=_positive_int, help="number of items; omit for all"),
     p.add_argument("--seed", type=int, required=True),
     p.add_argument("--test-output", type=Path, required=True),
     p.add_argument("--fewshot-output", type=Path, required=True),
@@ -121,7 +131,7 @@ def _benchmark_data(args: argparse.Namespace) -> None:
     p.add_argument("--settings", type=_json_argument, default={}, help="benchmark settings as JSON"),
     p.add_argument("--test-data", type=Path, required=True),
     p.add_argument("--fewshot-data", type=Path, required=True),
-    p.add_argument("--run", type=int, required=True, help="run number, from 1"),
+    p.add_argument("--run", type=_positive_int, required=True, help="run number, from 1"),
     p.add_argument("--seed", type=int, required=True),
     p.add_argument("--context", type=int, default=2048, help="context size in tokens"),
     p.add_argument("--threads", type=int, default=1),
@@ -235,8 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Arguments that name files a stage writes: their folders are created before the stage runs.
+OUTPUT_ARGUMENTS = ("output", "info", "audit", "test_output", "fewshot_output", "performance", "efficiency", "log")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for name in OUTPUT_ARGUMENTS:
+        path = getattr(args, name, None)
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

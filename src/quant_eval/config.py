@@ -8,7 +8,11 @@ configuration into the list of variants the workflow builds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
+
+import jsonschema
+import yaml
 
 from .errors import ConfigError
 
@@ -49,6 +53,34 @@ def find_variant(config: dict[str, Any], name: str) -> Variant:
     raise ConfigError(f"unknown variant {name!r}; the configuration defines: {known}")
 
 
+def _check_benchmark_names(config: dict[str, Any], known_benchmarks: Iterable[str]) -> None:
+    known = sorted(known_benchmarks)
+    for name in config.get("benchmarks") or {}:
+        if name not in known:
+            raise ConfigError(
+                f"unknown benchmark {name!r} in config key 'benchmarks'; "
+                f"available benchmarks: {', '.join(known)}"
+            )
+
+
+def check_schema(config: dict[str, Any], schema_path: Path, known_benchmarks: Iterable[str]) -> None:
+    """Raise ConfigError with one line naming the key, if the config breaks the JSON schema.
+
+    Unknown benchmark names are reported first, with the list of available ones, because
+    the schema alone would only say that a property is not allowed.
+    """
+    _check_benchmark_names(config, known_benchmarks)
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(config))
+    if error is not None:
+        key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ConfigError(
+            f"invalid configuration at key {key!r}: {error.message}; "
+            f"see the comments in config/config.yaml and the rules in {schema_path}"
+        )
+
+
 def check_config(
     config: dict[str, Any],
     known_benchmarks: Iterable[str],
@@ -59,13 +91,7 @@ def check_config(
     `known_quantization_types` is the list printed by `llama-quantize --help`; the check
     of type names is skipped when it is None.
     """
-    known_benchmarks = sorted(known_benchmarks)
-    for name in config["benchmarks"]:
-        if name not in known_benchmarks:
-            raise ConfigError(
-                f"unknown benchmark {name!r} in config key 'benchmarks'; "
-                f"available benchmarks: {', '.join(known_benchmarks)}"
-            )
+    _check_benchmark_names(config, known_benchmarks)
 
     if known_quantization_types is not None:
         known_types = {t.upper() for t in known_quantization_types}
@@ -105,3 +131,22 @@ def check_config(
             f"'imatrix.context' ({imatrix.get('context', 512)}); llama-imatrix needs "
             "batch_size <= context"
         )
+
+
+def check_input_files(config: dict[str, Any]) -> None:
+    """Raise an error naming the config key if a model or calibration file does not exist.
+
+    Checked at start-up so that a wrong path stops the workflow before any job runs.
+    """
+    from .base_model import resolve_source
+    from .calibration import resolve_calibration_source
+
+    for name, model in config["models"].items():
+        path = resolve_source(model["source"])
+        if not path.is_file():
+            raise ConfigError(
+                f"model file not found: {path} (config key 'models.{name}.source'); "
+                "give the path of a GGUF file"
+            )
+    for entry in config.get("imatrix", {}).get("calibration", []):
+        resolve_calibration_source(entry)

@@ -32,11 +32,12 @@ def compute_imatrix(
 ) -> None:
     """Run llama-imatrix over `chunks` chunks of `context` tokens of the calibration text."""
     n_tokens = count_tokens(model, calibration.read_text(encoding="utf-8"))
-    needed = context * chunks
+    # llama-imatrix itself rejects a text shorter than two contexts.
+    needed = context * max(chunks, 2)
     if n_tokens < needed:
         raise InvalidDataError(
             f"calibration text {calibration} has {n_tokens} tokens, fewer than "
-            f"imatrix.chunks x imatrix.context = {chunks} x {context} = {needed}; "
+            f"imatrix.context x max(imatrix.chunks, 2) = {context} x {max(chunks, 2)} = {needed}; "
             "add text to 'imatrix.calibration' or lower 'imatrix.chunks'"
         )
 
@@ -53,4 +54,4 @@ def compute_imatrix(
     if not temporary.is_file():
         raise InvalidDataError(f"llama-imatrix finished but wrote no {temporary}; see {log_path}")
     os.replace(temporary, output)
-    logger.info("imatrix from %d of %d calibration tokens: %s", needed, n_tokens, output)
+    logger.info("imatrix from %d of %d calibration tokens: %s", context * chunks, n_tokens, output)

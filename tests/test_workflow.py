@@ -96,14 +96,7 @@ def test_all_outputs_written(workdir):
         "quantized_models/smollm2-135m/q8_0.gguf",
         "quantized_models/smollm2-135m/q4_k_m.gguf",
         "quantized_models/smollm2-135m/q4_k_m-no-imatrix.gguf",
-        "evaluation_results/quantization_comparison.json",
-        "evaluation_results/statistical_analysis.json",
-        "charts/quantization_performance.png",
-        "charts/quantization_efficiency.png",
-        "methodology/quantization_methodology.md",
-        "reports/quantization_analysis_report.md",
-        "scorecards/quantization_evaluation.pdf",
-        "scorecards/quantization_evaluation.tex",
+        *DOWNSTREAM_OF_RUNS,
     ):
         assert (workdir / name).is_file(), name
     assert not list(workdir.rglob("*.tmp"))

@@ -160,10 +160,11 @@ class LlamaCppLM(LM):
                 temperature = 0.0
             max_tokens = int(gen_kwargs.get("max_gen_toks", 256))
 
+            # A prompt longer than the context loses its start, as in the harness's own models.
             prompt_tokens = self.tokenize(context, add_bos=True)
             max_prompt = self.context - max_tokens
             if len(prompt_tokens) > max_prompt:
-                prompt_tokens = prompt_tokens[:1] + prompt_tokens[-(max_prompt - 1):]
+                prompt_tokens = prompt_tokens[-max_prompt:]
             completion = model.create_completion(
                 prompt=prompt_tokens,
                 max_tokens=max_tokens,

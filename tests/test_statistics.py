@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
+from quant_eval.files import write_json
 from quant_eval.statistics import (
     analyze,
     effective_sample_size,
@@ -24,7 +25,6 @@ from quant_eval.statistics import (
     summarize_scores,
     t_interval,
     wilson_interval,
-    write_json,
 )
 
 # Student t quantile t_{0.975, 3} from standard tables, used by the 4-item worked examples.

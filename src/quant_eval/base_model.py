@@ -7,7 +7,6 @@ would be one more kind of source in `resolve_source`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import InvalidModelError
+from .files import atomic_output, write_json
 from .package_data import package_file
 from .gguf_files import dequantize_to_f16, file_type_name, is_unquantized, open_gguf
 
@@ -46,13 +46,11 @@ def resolve_source(source: str) -> Path:
 
 
 def _link_or_copy(source: Path, output: Path) -> None:
-    temporary = output.with_name(output.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    try:
-        os.link(source, temporary)  # no copy of a multi-GB file when both are on one file system
-    except OSError:
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, output)
+    with atomic_output(output) as temporary:
+        try:
+            os.link(source, temporary)  # no copy of a multi-GB file when both are on one file system
+        except OSError:
+            shutil.copyfile(source, temporary)
 
 
 def prepare_base_model(source: str, dequantize: bool, output: Path, info_output: Path) -> dict[str, Any]:
@@ -90,8 +88,6 @@ def prepare_base_model(source: str, dequantize: bool, output: Path, info_output:
         "grid_limited": grid_limited,
         "note": note,
     }
-    temporary = info_output.with_name(info_output.name + ".tmp")
-    temporary.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(temporary, info_output)
+    write_json(info, info_output)
     logger.info("base model %s: %s", output, note)
     return info

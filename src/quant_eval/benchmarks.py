@@ -2,8 +2,8 @@
 
 Each benchmark is one class registered in BENCHMARKS. Its data is converted to the
 schema of the Hugging Face dataset that lm-evaluation-harness's task definition reads,
-so the harness's own prompts, answer extraction and metrics apply unchanged; only the
-data source is redirected to local JSONL files.
+so the harness's own prompts, answer extraction and metrics apply unchanged. Only the
+data source is redirected, to local JSONL files.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 from .errors import InvalidDataError
+from .files import atomic_output
 from .package_data import package_file
 
 logger = logging.getLogger(__name__)
@@ -35,11 +35,9 @@ def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def write_jsonl(records: list[dict[str, Any]], output: Path) -> None:
-    temporary = output.with_name(output.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
+    with atomic_output(output) as temporary, temporary.open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(temporary, output)
 
 
 def select_subset(n_items: int, limit: int | None, seed: int, benchmark: str) -> list[int]:
@@ -68,7 +66,7 @@ class Benchmark:
         return []
 
     def runs_vary(self, settings: dict[str, Any]) -> bool:
-        """Whether repeated runs can give different scores under these settings."""
+        """Return whether repeated runs can give different scores under these settings."""
         raise NotImplementedError
 
     def task_overrides(self, settings: dict[str, Any], data_files: dict[str, str]) -> dict[str, Any]:

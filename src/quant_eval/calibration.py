@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 from .errors import InvalidDataError
+from .files import atomic_output
 from .package_data import package_file
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ def build_calibration_text(entries: Sequence[str], output: Path) -> dict[str, in
             raise InvalidDataError(f"calibration text {path} is not UTF-8 ({error}); convert it to UTF-8") from error
         parts.append(text.strip())
         sizes[entry] = len(text)
-    temporary = output.with_name(output.name + ".tmp")
-    temporary.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
-    os.replace(temporary, output)
+    with atomic_output(output) as temporary:
+        temporary.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     logger.info("calibration text %s: %d characters from %d files", output, sum(sizes.values()), len(entries))
     return sizes

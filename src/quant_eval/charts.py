@@ -21,7 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .reporting import MIB, ResultIndex, atomic_output
+from .files import atomic_output
+from .reporting import MIB, ResultIndex
 
 logger = logging.getLogger(__name__)
 

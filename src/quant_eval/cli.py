@@ -64,7 +64,7 @@ def _keyed_path(text: str) -> tuple[str, Path]:
 def _base_model(args: argparse.Namespace) -> None:
     from .base_model import prepare_base_model
     from .gguf_files import audit_tensors
-    from .statistics import write_json
+    from .files import write_json
 
     prepare_base_model(args.source, args.dequantize, args.output, args.info)
     write_json(audit_tensors(args.output, None), args.audit)
@@ -156,7 +156,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 ))
 def _compare(args: argparse.Namespace) -> None:
     from .comparison import build_comparison
-    from .statistics import write_json
+    from .files import write_json
 
     base_infos = dict(args.base_infos)
     audits = {tuple(key.split("/", 1)): path for key, path in args.audits}
@@ -169,7 +169,8 @@ def _compare(args: argparse.Namespace) -> None:
     p.add_argument("--output", type=Path, required=True),
 ))
 def _statistics(args: argparse.Namespace) -> None:
-    from .statistics import analyze, write_json
+    from .files import write_json
+    from .statistics import analyze
 
     comparison = json.loads(args.comparison.read_text(encoding="utf-8"))
     write_json(analyze(comparison, args.confidence_level), args.output)

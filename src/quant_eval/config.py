@@ -1,7 +1,7 @@
 """Variants, benchmarks and checks derived from the workflow configuration.
 
-The JSON schema in config/schema/ checks types and ranges; this module checks what a
-schema cannot (names that must exist, keys that depend on each other) and turns the
+The JSON schema in config/schema/ checks types and ranges. This module checks what a
+schema cannot (names that must exist, keys that depend on each other), and it turns the
 configuration into the list of variants the workflow builds.
 """
 

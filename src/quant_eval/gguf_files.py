@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from gguf.constants import GGML_QUANT_SIZES
 from gguf.quants import dequantize
 
 from .errors import InvalidModelError
+from .files import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def open_gguf(path: Path) -> GGUFReader:
         ) from error
 
     # The reader maps tensor data lazily, so a file cut short inside the tensor data
-    # opens without error; compare the end of the last tensor with the file size.
+    # opens without error. Comparing the end of the last tensor with the file size finds it.
     file_size = path.stat().st_size
     data_end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
     if data_end > file_size:
@@ -74,9 +74,9 @@ def audit_tensors(path: Path, requested_type: GGMLQuantizationType | None) -> di
     """Summarize which types a GGUF's tensors really have.
 
     A tensor counts as a fallback when the requested type could not be used because the
-    tensor's row size is not a multiple of that type's block size: llama-quantize then
-    picks another type and still exits 0 (seen with K-quants, block size 256, on models
-    whose hidden size is 576).
+    tensor's row size is not a multiple of that type's block size. llama-quantize then
+    picks another type and still exits 0, as seen with K-quants (block size 256) on
+    SmolLM2-135M, whose hidden size is 576.
     """
     reader = open_gguf(path)
     by_type: dict[str, dict[str, int]] = {}
@@ -129,28 +129,27 @@ def dequantize_to_f16(source: Path, output: Path) -> None:
     """
     reader = open_gguf(source)
     architecture = reader.get_field("general.architecture").contents()
-    temporary = output.with_name(output.name + ".tmp")
-    writer = GGUFWriter(temporary, architecture)
-    try:
-        for field in reader.fields.values():
-            if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
-                continue
-            _copy_field(writer, field)
-        writer.add_file_type(LlamaFileType.MOSTLY_F16)
+    with atomic_output(output) as temporary:
+        writer = GGUFWriter(temporary, architecture)
+        try:
+            for field in reader.fields.values():
+                if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
+                    continue
+                _copy_field(writer, field)
+            writer.add_file_type(LlamaFileType.MOSTLY_F16)
 
-        for tensor in reader.tensors:
-            if tensor.tensor_type == GGMLQuantizationType.F32:
-                data = np.asarray(tensor.data)
-            else:
-                data = dequantize(tensor.data, tensor.tensor_type).astype(np.float16)
-            # gguf lists shapes innermost first; numpy arrays are outermost first.
-            shape = tuple(int(d) for d in reversed(tensor.shape))
-            writer.add_tensor(tensor.name, data.reshape(shape))
+            for tensor in reader.tensors:
+                if tensor.tensor_type == GGMLQuantizationType.F32:
+                    data = np.asarray(tensor.data)
+                else:
+                    data = dequantize(tensor.data, tensor.tensor_type).astype(np.float16)
+                # gguf lists shapes innermost first; numpy arrays are outermost first.
+                shape = tuple(int(d) for d in reversed(tensor.shape))
+                writer.add_tensor(tensor.name, data.reshape(shape))
 
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
-    os.replace(temporary, output)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
     logger.info("dequantized %s (%s) to F16: %s", source, file_type_name(reader), output)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from gguf import GGMLQuantizationType
 
+from .files import atomic_output, write_json
 from .gguf_files import audit_tensors, open_gguf
 from .llama_tools import run_tool
 
@@ -56,18 +55,13 @@ def quantize_model(
     temporary name that is renamed only after the audit succeeded.
     """
     open_gguf(base_model)  # a missing or truncated file gets a clear message, not the tool's
-    temporary = output.with_name(output.name + ".tmp")
-    temporary.unlink(missing_ok=True)
     arguments: list[Any] = []
     if imatrix is not None:
         arguments += ["--imatrix", imatrix]
-    arguments += [base_model, temporary, quantization_type.upper(), threads]
-    try:
+    with atomic_output(output) as temporary:
+        arguments += [base_model, temporary, quantization_type.upper(), threads]
         tool_output = run_tool("llama-quantize", arguments, log_path)
         audit = audit_tensors(temporary, main_tensor_type(quantization_type))
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
     # llama-quantize's own count, e.g. "WARNING: 180 of 272 tensor(s) required fallback
     # quantization"; it can differ by a tensor or two from ours, which also counts tensors
@@ -83,8 +77,5 @@ def quantize_model(
             len(audit["fallback_tensors"]), output.name, audit["requested_type"], audit_output,
         )
 
-    audit_temporary = audit_output.with_name(audit_output.name + ".tmp")
-    audit_temporary.write_text(json.dumps(audit, indent=2) + "\n")
-    os.replace(temporary, output)
-    os.replace(audit_temporary, audit_output)
+    write_json(audit, audit_output)
     return audit

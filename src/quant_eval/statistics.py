@@ -8,10 +8,7 @@ of the mean of item means is the cluster-robust standard error with items as clu
 from __future__ import annotations
 
 import math
-import os
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -185,9 +182,3 @@ def analyze(comparison: dict[str, Any], confidence: float = 0.95) -> dict[str, A
                     "paired": asdict(paired) if paired else None,
                 })
     return {"confidence_level": confidence, "reference": reference, "results": results}
-
-
-def write_json(content: dict[str, Any], output: Path) -> None:
-    temporary = output.with_name(output.name + ".tmp")
-    temporary.write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, output)

@@ -1,7 +1,7 @@
 """An lm-evaluation-harness model over llama-cpp-python, in the same process.
 
-The harness's own `gguf` model talks to a llama.cpp server and has been reported to
-return wrong log-likelihoods against current servers; this backend computes them from
+The harness's own `gguf` model talks to a llama.cpp server, and it has been reported to
+return wrong log-likelihoods against current servers. This backend computes them from
 the logits of the loaded model directly.
 """
 
@@ -71,7 +71,7 @@ class LlamaCppLM(LM):
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         # Trailing spaces of the context belong to the continuation's first token in most
-        # BPE vocabularies; tokenizing the joined text and splitting after the context's
+        # BPE vocabularies. Tokenizing the joined text and splitting after the context's
         # tokens keeps the continuation tokens as the model would see them.
         n_spaces = len(context) - len(context.rstrip())
         if n_spaces:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -12,6 +11,7 @@ from typing import Any
 from lm_eval.api.model import LM
 
 from ..benchmarks import get_benchmark
+from ..files import write_json
 from .backend import LlamaCppLM
 
 logger = logging.getLogger(__name__)
@@ -125,9 +125,7 @@ def evaluate(
         "mean_score": mean,
         "items": items,
     }
-    temporary = output.with_name(output.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, output)
+    write_json(record, output, indent=1)
     logger.info("%s run %d on %s: %s = %.4f over %d items", benchmark_name, run, model_path.name,
                 benchmark.metric, mean, len(items))
     return record

@@ -7,7 +7,7 @@ docs/results-format.md) and is written with the formats in `formats.SCORE_FORMAT
 from .analysis import write_analysis_report
 from .formats import MIB, SCORE_FORMATS, ScoreFormat, format_estimate
 from .methodology import write_methodology
-from .results import ResultIndex, atomic_output
+from .results import ResultIndex
 from .scorecard import ScorecardError, write_scorecard
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "ResultIndex",
     "ScoreFormat",
     "ScorecardError",
-    "atomic_output",
     "format_estimate",
     "write_analysis_report",
     "write_methodology",

@@ -1,15 +1,14 @@
-"""The two result files indexed for lookup, and atomic writing of outputs."""
+"""The two result files indexed for lookup, and the writer of the markdown documents."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import InvalidDataError
+from ..files import atomic_output
 from .formats import SCORE_FORMATS, ScoreFormat
 
 logger = logging.getLogger(__name__)
@@ -80,23 +79,6 @@ class ResultIndex:
                 f"statistical_analysis.json has no result for model {model!r}, variant {variant!r}, "
                 f"benchmark {benchmark!r}; rerun the statistics stage"
             ) from None
-
-
-@contextlib.contextmanager
-def atomic_output(output: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `output` and rename it to `output` if the block succeeds.
-
-    The temporary file is removed when the block raises, so `output` is either the old
-    file or the complete new one.
-    """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, output)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def _write_text(output: Path, text: str) -> None:

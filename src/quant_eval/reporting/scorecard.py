@@ -15,8 +15,9 @@ from typing import Any
 import yaml
 
 from ..errors import QuantEvalError
+from ..files import atomic_output
 from .formats import format_level
-from .results import ResultIndex, atomic_output
+from .results import ResultIndex
 from .sections import (
     FALLBACK_EXPLANATION,
     PANDOC_COLUMNS,

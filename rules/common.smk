@@ -17,6 +17,7 @@ from quant_eval.config import (
     check_config,
     check_input_files,
     check_schema,
+    imatrix_pairs,
     list_variants,
 )
 from quant_eval.errors import QuantEvalError

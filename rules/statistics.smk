@@ -26,8 +26,10 @@ rule statistics:
         "evaluation_results/statistical_analysis.json",
     params:
         confidence_level=config["statistics"]["confidence_level"],
+        power=config["statistics"]["power"],
+        imatrix_pairs=" ".join(f"{first}={second}" for first, second in imatrix_pairs(config)),
     log:
         "logs/statistics.log",
     shell:
         "quant-eval statistics --comparison {input} --confidence-level {params.confidence_level}"
-        " --output {output} > {log} 2>&1"
+        " --power {params.power} --imatrix-pairs {params.imatrix_pairs} --output {output} > {log} 2>&1"

@@ -275,7 +275,7 @@ def test_schema_fills_defaults():
     assert config["imatrix"]["calibration"][0] == "dataset-build:eng/eng.txt"
     assert config["benchmarks"]["gsm8k"] == {"limit": None, "temperature": 0.6, "max_tokens": 256}
     assert config["evaluation"] == {"context": 2048, "threads": 2}
-    assert config["statistics"] == {"confidence_level": 0.95}
+    assert config["statistics"] == {"confidence_level": 0.95, "power": 0.8}
 
 
 def test_schema_keeps_only_chosen_benchmarks():

@@ -52,6 +52,13 @@ def _keyed_path(text: str) -> tuple[str, Path]:
     return key, Path(path)
 
 
+def _variant_pair(text: str) -> tuple[str, str]:
+    first, separator, second = text.partition("=")
+    if not separator or not first or not second:
+        raise argparse.ArgumentTypeError(f"expected WITH=WITHOUT variant names, got {text!r}")
+    return first, second
+
+
 # ----------------------------------------------------------------------- stages
 
 @command("base-model", "write the unquantized base model GGUF of one model", lambda p: (
@@ -166,6 +173,10 @@ def _compare(args: argparse.Namespace) -> None:
 @command("statistics", "compute statistical_analysis.json from the comparison", lambda p: (
     p.add_argument("--comparison", type=Path, required=True),
     p.add_argument("--confidence-level", type=float, default=0.95),
+    p.add_argument("--power", type=float, default=0.8,
+                   help="power (0..1) at which the minimum detectable difference is computed"),
+    p.add_argument("--imatrix-pairs", nargs="*", type=_variant_pair, default=[], metavar="WITH=WITHOUT",
+                   help="variant pairs that differ only in the imatrix, e.g. q4_k_m=q4_k_m-no-imatrix"),
     p.add_argument("--output", type=Path, required=True),
 ))
 def _statistics(args: argparse.Namespace) -> None:
@@ -173,7 +184,7 @@ def _statistics(args: argparse.Namespace) -> None:
     from .statistics import analyze
 
     comparison = json.loads(args.comparison.read_text(encoding="utf-8"))
-    write_json(analyze(comparison, args.confidence_level), args.output)
+    write_json(analyze(comparison, args.confidence_level, args.power, args.imatrix_pairs), args.output)
 
 
 def _report_inputs(p: argparse.ArgumentParser) -> None:

@@ -45,6 +45,21 @@ def list_variants(config: dict[str, Any]) -> list[Variant]:
     return variants
 
 
+def imatrix_pairs(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return (with imatrix, without imatrix) variant names of each type evaluated both ways.
+
+    The two variants of a pair differ only in the imatrix flag, so their paired difference
+    is the imatrix's effect on that type.
+    """
+    variants = [v for v in list_variants(config) if not v.is_base]
+    pairs = []
+    for with_imatrix in (v for v in variants if v.imatrix):
+        for without_imatrix in variants:
+            if not without_imatrix.imatrix and without_imatrix.quantization_type == with_imatrix.quantization_type:
+                pairs.append((with_imatrix.name, without_imatrix.name))
+    return pairs
+
+
 def find_variant(config: dict[str, Any], name: str) -> Variant:
     for variant in list_variants(config):
         if variant.name == name:

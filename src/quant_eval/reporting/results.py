@@ -32,6 +32,8 @@ class ResultIndex:
             )
         results: dict[tuple[str, str, str], dict[str, Any]] = {}
         for result in analysis["results"]:
+            if result.get("group_by") is not None:
+                continue  # subject or level entries; the tables show whole benchmarks
             key = (result["model"], result["variant"], result["benchmark"])
             if key in results:
                 raise InvalidDataError(f"statistical_analysis.json has two results for {key}")

@@ -12,6 +12,8 @@ rule charts:
     output:
         performance="charts/quantization_performance.png",
         efficiency="charts/quantization_efficiency.png",
+        paired_differences="charts/paired_differences.png",
+        flips="charts/flips.png",
     params:
         config=CONFIG_JSON,
     log:
@@ -19,7 +21,8 @@ rule charts:
     shell:
         "quant-eval charts --config {params.config:q} --comparison {input.comparison}"
         " --analysis {input.analysis} --performance {output.performance}"
-        " --efficiency {output.efficiency} > {log} 2>&1"
+        " --efficiency {output.efficiency} --paired-differences {output.paired_differences}"
+        " --flips {output.flips} > {log} 2>&1"
 
 
 rule methodology:
@@ -55,6 +58,8 @@ rule scorecard:
         **REPORT_INPUTS,
         performance="charts/quantization_performance.png",
         efficiency="charts/quantization_efficiency.png",
+        paired_differences="charts/paired_differences.png",
+        flips="charts/flips.png",
         # Not read by the scorecard, but users ask for the PDF and expect every document.
         methodology="methodology/quantization_methodology.md",
         report="reports/quantization_analysis_report.md",

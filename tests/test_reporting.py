@@ -19,7 +19,7 @@ from PIL import Image
 from quant_eval.reporting import formats
 from quant_eval.reporting import scorecard as scorecard_module
 from quant_eval.errors import InvalidDataError
-from quant_eval.charts import draw_efficiency, draw_performance
+from quant_eval.charts import draw_efficiency, draw_flips, draw_paired_differences, draw_performance
 from quant_eval.reporting import (
     ScorecardError,
     write_analysis_report,
@@ -48,6 +48,58 @@ RESULTS = {
     (PLAIN_MODEL, "q4_k_m", "gsm8k"): (0.09, 0.0, 0.1867, (20, -0.03, 0.17, -0.1096, 0.0496, -0.18)),
     (PLAIN_MODEL, "q4_k_m", "arc_challenge"): (0.31, 0.2281, 0.4059, (100, 0.04, 0.22, -0.0037, 0.0837, 0.18)),
 }
+
+# (model, variant, benchmark): (p_value, p_value_holm, correct_to_wrong, wrong_to_correct,
+# minimum detectable difference) of the paired comparison with base; all MDDs exceed 2 pp.
+PAIRED_TESTS = {
+    (GRID_MODEL, "q8_0", "gsm8k"): (1.0, 1.0, 1, 1, 0.0688),
+    (GRID_MODEL, "q8_0", "arc_challenge"): (0.80, 1.0, 3, 4, 0.056),
+    (GRID_MODEL, "q4_k_m", "gsm8k"): (0.0625, 0.5, 4, 0, 0.125),
+    (GRID_MODEL, "q4_k_m", "arc_challenge"): (0.0127, 0.1143, 12, 5, 0.07),
+    (GRID_MODEL, "q4_k_m-no-imatrix", "gsm8k"): (0.0313, 0.25, 5, 0, 0.143),
+    (GRID_MODEL, "q4_k_m-no-imatrix", "arc_challenge"): (0.0044, 0.044, 15, 6, 0.087),
+    (PLAIN_MODEL, "q8_0", "gsm8k"): (1.0, 1.0, 0, 0, 0.2),
+    (PLAIN_MODEL, "q8_0", "arc_challenge"): (0.5, 1.0, 2, 3, 0.028),
+    (PLAIN_MODEL, "q4_k_m", "gsm8k"): (0.375, 1.0, 2, 1, 0.106),
+    (PLAIN_MODEL, "q4_k_m", "arc_challenge"): (0.0007, 0.0077, 3, 7, 0.0616),
+}
+# q4_k_m minus q4_k_m-no-imatrix of GRID_MODEL, per benchmark: (n_items, mean_difference,
+# ci_low, ci_high, p_value, p_value_holm, correct_to_wrong, wrong_to_correct, MDD).
+IMATRIX_EFFECT = {
+    "gsm8k": (20, 0.04, -0.05, 0.13, 0.6875, 1.0, 1, 3, 0.15),
+    "arc_challenge": (100, 0.02, -0.03, 0.07, 0.5488, 1.0, 4, 6, 0.06),
+}
+KL_CHANGE = {"value": -0.004, "uncertainty": 0.0005, "ci_low": -0.00498, "ci_high": -0.00302}
+FIDELITY = [
+    {"model": GRID_MODEL, "variant": "base", "text": "wiki", "context": 512, "n_chunks": 20, "n_tokens": 5100,
+     "perplexity": {"value": 41.2, "uncertainty": 0.7, "ci_low": 39.828, "ci_high": 42.572},
+     "ln_ppl_ratio": None, "kl_divergence": None, "same_top_p": None},
+    {"model": GRID_MODEL, "variant": "q4_k_m", "text": "wiki", "context": 512, "n_chunks": 20, "n_tokens": 5100,
+     "perplexity": {"value": 42.5, "uncertainty": 0.8, "ci_low": 40.932, "ci_high": 44.068},
+     "ln_ppl_ratio": {"value": 0.0311, "uncertainty": 0.001, "ci_low": 0.02914, "ci_high": 0.03306},
+     "kl_divergence": {"mean": 0.012, "uncertainty": 0.0004, "ci_low": 0.01122, "ci_high": 0.01278},
+     "same_top_p": {"value": 0.9712, "uncertainty": 0.002, "ci_low": 0.9673, "ci_high": 0.9751}},
+]
+
+
+def paired_tests(p_value, p_value_holm, correct_to_wrong, wrong_to_correct, mdd, n_items) -> dict:
+    """Return the test, flip and MDD fields of a binary paired comparison."""
+    return {
+        "primary_test": "mcnemar", "p_value": p_value, "p_value_holm": p_value_holm,
+        "mcnemar": {"correct_to_wrong": correct_to_wrong, "wrong_to_correct": wrong_to_correct,
+                    "n_discordant": correct_to_wrong + wrong_to_correct, "p_value": p_value},
+        "t_test": {"statistic": -1.0, "df": n_items - 1, "p_value": 0.3},
+        "wilcoxon": {"n_nonzero": correct_to_wrong + wrong_to_correct, "rank_sum_positive": 1.0,
+                     "rank_sum_negative": 2.0, "method": "exact", "p_value": 0.4},
+        "flips": {"rule": "majority of runs (more than half scored 1)", "n_items": n_items,
+                  "correct_to_wrong": correct_to_wrong, "wrong_to_correct": wrong_to_correct,
+                  "correct_to_wrong_rate": correct_to_wrong / n_items,
+                  "wrong_to_correct_rate": wrong_to_correct / n_items},
+        "minimum_detectable_difference": {"value": mdd, "sd": 0.2, "sd_source": "paired differences",
+                                          "power": 0.8, "alpha": 0.05, "target_difference": 0.02,
+                                          "detects_target": mdd <= 0.02},
+    }
+
 
 Q4_K_M_TENSOR_TYPES = {
     "Q4_K": {"n_tensors": 30, "n_parameters": 26_542_080},
@@ -109,7 +161,9 @@ def _item_scores(benchmark: str, mean: float) -> dict[str, list[float]]:
 def build_results(models: dict[str, bool]) -> tuple[dict, dict]:
     """Return (comparison, analysis) for the given models, each mapped to its grid_limited flag."""
     comparison = {"reference": "base", "models": {}, "variants": [], "benchmarks": BENCHMARKS, "scores": {}}
-    analysis = {"confidence_level": 0.95, "reference": "base", "results": []}
+    analysis = {"confidence_level": 0.95, "reference": "base", "results": [], "imatrix_effect": [],
+                "power": {"power": 0.8, "alpha": 0.05, "target_difference": {"binary": 0.02}},
+                "fidelity": [entry for entry in FIDELITY if entry["model"] in models]}
     for model, grid_limited in models.items():
         comparison["models"][model] = {
             "source": CONFIG["models"][model]["source"],
@@ -137,10 +191,26 @@ def build_results(models: dict[str, bool]) -> tuple[dict, dict]:
                 "ci_low": low, "ci_high": high,
                 "interval_method": "wilson" if info["runs"] == 1 else "wilson, effective n",
                 "within_item_variance": 0.1 if info["runs"] > 1 else None, "between_item_variance": 0.15,
+                "score_kind": "binary", "group_by": None, "group": None,
                 "paired": None if paired is None else dict(zip(
                     ("n_items", "mean_difference", "sd_difference", "ci_low", "ci_high", "cohens_dz"), paired,
-                ), reference="base", se_difference=0.05),
+                ), reference="base", se_difference=0.05,
+                    **paired_tests(*PAIRED_TESTS[(model, variant, benchmark)], n_items=paired[0])),
             })
+        if model == GRID_MODEL:
+            for benchmark, (n, mean, low, high, p, holm, lost, gained, mdd) in IMATRIX_EFFECT.items():
+                analysis["imatrix_effect"].append({
+                    "model": model, "quantization_type": "Q4_K_M", "with_imatrix": "q4_k_m",
+                    "without_imatrix": "q4_k_m-no-imatrix", "benchmark": benchmark,
+                    "metric": BENCHMARKS[benchmark]["metric"], "score_kind": "binary",
+                    "paired": {"reference": "q4_k_m-no-imatrix", "n_items": n, "mean_difference": mean,
+                               "sd_difference": 0.2, "se_difference": 0.04, "ci_low": low, "ci_high": high,
+                               "cohens_dz": 0.2, **paired_tests(p, holm, lost, gained, mdd, n_items=n)},
+                    "kl_divergence_change": KL_CHANGE,
+                })
+    # A subject entry, which the tables leave out: they show whole benchmarks.
+    grouped = {**analysis["results"][0], "group_by": "subject", "group": "algebra", "mean": 0.99}
+    analysis["results"].insert(0, grouped)
     return comparison, analysis
 
 
@@ -194,7 +264,7 @@ def test_unknown_score_kind_rejected(results, tmp_path):
 
 @pytest.mark.parametrize("models", [{GRID_MODEL: True}, {GRID_MODEL: True, PLAIN_MODEL: False}],
                          ids=["one-model", "two-models"])
-@pytest.mark.parametrize("draw", [draw_performance, draw_efficiency])
+@pytest.mark.parametrize("draw", [draw_performance, draw_efficiency, draw_paired_differences, draw_flips])
 def test_chart_is_valid_png(draw, models, tmp_path):
     comparison, analysis = build_results(models)
     output = tmp_path / "charts" / "chart.png"
@@ -251,6 +321,12 @@ def test_methodology_states_run_settings(results, tmp_path):
     assert "z$ the 0.975 quantile" in text
     assert "d_z = \\bar{d} / s_d" in text
     assert "Seed 1234" in text
+    assert "`<benchmark>:1234`" in text
+    assert "Run k uses the seed 1234 + k - 1" in text
+    assert "\\binom{b+c}{k} 2^{-(b+c)}" in text
+    assert "(m-j+1)\\,p_{(j)}" in text
+    assert "Minimum detectable difference at 80% power and $\\alpha = 0.05$" in text
+    assert "The statistics draw no random numbers" in text
 
 
 def test_methodology_caveat_only_when_grid_limited(tmp_path):
@@ -292,9 +368,37 @@ def test_report_score_table_rows(report_text):
 
 
 def test_report_difference_rows(report_text):
-    assert "| `q8_0` | `gsm8k` | 20 | -1.0 [-6.2, +4.2] | pp | -0.09 |" in report_text
-    assert "| `q4_k_m` | `arc_challenge` | 100 | -7.0 [-12.0, -2.0] | pp | -0.28 |" in report_text
-    assert "| `q8_0` | `gsm8k` | 20 | 0.0 [0.0, 0.0] | pp | n/a |" in report_text
+    assert ("| `q8_0` | `gsm8k` | 20 | -1.0 [-6.2, +4.2] | pp | -0.09 | McNemar | 1.000 | 1.000 | 1 / 1 "
+            "| 6.9 |") in report_text
+    assert ("| `q4_k_m` | `arc_challenge` | 100 | -7.0 [-12.0, -2.0] | pp | -0.28 | McNemar | 0.013 | 0.114 "
+            "| 12 / 5 | 7.0 |") in report_text
+    assert ("| `q8_0` | `gsm8k` | 20 | 0.0 [0.0, 0.0] | pp | n/a | McNemar | 1.000 | 1.000 | 0 / 0 "
+            "| 20.0 |") in report_text
+    assert ("| `q4_k_m` | `arc_challenge` | 100 | +4.0 [-0.4, +8.4] | pp | +0.18 | McNemar | <0.001 | 0.008 "
+            "| 3 / 7 | 6.2 |") in report_text
+
+
+def test_report_power_warnings(report_text):
+    # gsm8k MDDs 6.88, 12.5, 14.3, 20.0, 10.6 pp; arc_challenge 5.6, 7.0, 8.7, 2.8, 6.16 pp.
+    text = _normalize(report_text)
+    assert ("**Warning:** `gsm8k` uses `limit: 20`, and at 80% power its comparisons detect only "
+            "differences of 6.9 to 20.0 pp, more than a drop of 2.0 pp.") in text
+    assert "`arc_challenge` uses `limit: 100`, and at 80% power its comparisons detect only differences of 2.8 to 8.7 pp" in text
+
+
+def test_report_no_warning_without_limit(results, tmp_path):
+    comparison, analysis = results
+    config = {**CONFIG, "benchmarks": {"gsm8k": {"limit": None}, "arc_challenge": {"limit": None}}}
+    output = tmp_path / "report.md"
+    write_analysis_report(config, comparison, analysis, output)
+
+    assert "Warning" not in output.read_text(encoding="utf-8")
+
+
+def test_report_fidelity_table(report_text):
+    assert ("| `q4_k_m` | 42.500 [40.932, 44.068] | 0.03110 [0.02914, 0.03306] | 0.01200 [0.01122, 0.01278] "
+            "| 0.9712 [0.9673, 0.9751] |") in report_text
+    assert "| `base` | 41.200 [39.828, 42.572] | n/a | n/a | n/a |" in report_text
 
 
 def test_report_findings_follow_intervals(report_text):
@@ -308,9 +412,13 @@ def test_report_findings_follow_intervals(report_text):
 
 
 def test_report_imatrix_effect(report_text):
-    # q4_k_m minus q4_k_m-no-imatrix: gsm8k 22.0 - 18.0 = +4.0 pp, arc 35.0 - 33.0 = +2.0 pp.
-    assert "| `q4_k_m` | `gsm8k` | 22.0 [6.4, 37.6] | 18.0 [4.1, 31.9] | +4.0 | pp | yes |" in report_text
-    assert "| `q4_k_m` | `arc_challenge` | 35.0 [26.3, 44.8] | 33.0 [24.4, 42.8] | +2.0 | pp | yes |" in report_text
+    # The paired comparison of q4_k_m with q4_k_m-no-imatrix, from IMATRIX_EFFECT.
+    assert ("| `q4_k_m` | `gsm8k` | 22.0 [6.4, 37.6] | 18.0 [4.1, 31.9] | +4.0 [-5.0, +13.0] | pp | McNemar "
+            "| 0.688 | 1.000 | 1 / 3 | 15.0 |") in report_text
+    assert ("| `q4_k_m` | `arc_challenge` | 35.0 [26.3, 44.8] | 33.0 [24.4, 42.8] | +2.0 [-3.0, +7.0] | pp "
+            "| McNemar | 0.549 | 1.000 | 4 / 6 | 6.0 |") in report_text
+    assert ("- `q4_k_m`: mean KL divergence with minus without the imatrix -0.00400 nats per token, "
+            "95% CI [-0.00498, -0.00302].") in report_text
     assert "No quantization type of `tiny-llama` was evaluated both with and without the imatrix." in report_text
 
 
@@ -351,6 +459,8 @@ needs_latex = pytest.mark.skipif(
 def _draw_charts(comparison: dict, analysis: dict, charts_dir: Path) -> None:
     draw_performance(comparison, analysis, charts_dir / "quantization_performance.png")
     draw_efficiency(comparison, analysis, charts_dir / "quantization_efficiency.png")
+    draw_paired_differences(comparison, analysis, charts_dir / "paired_differences.png")
+    draw_flips(comparison, analysis, charts_dir / "flips.png")
 
 
 @pytest.fixture(scope="module")
@@ -376,6 +486,8 @@ def test_scorecard_files(scorecard):
     assert "\\toprule" in tex_text
     assert "../charts/quantization_performance.png" in tex_text
     assert "../charts/quantization_efficiency.png" in tex_text
+    assert "../charts/paired_differences.png" in tex_text
+    assert "../charts/flips.png" in tex_text
 
 
 @needs_latex
@@ -388,6 +500,10 @@ def test_scorecard_numbers_in_pdf(scorecard):
     assert "-7.0 [-12.0, -2.0]" in text
     assert "-1.0 [-6.2, +4.2]" in text
     assert "Quantization evaluation of smollm2-135m, tiny-llama" in text
+    # Holm-adjusted p below 0.05: only q4_k_m-no-imatrix on arc_challenge (0.044) and
+    # q4_k_m of tiny-llama on arc_challenge (0.008).
+    assert "After the Holm adjustment over all 10 comparisons, 2 have a p-value below 0.05." in text
+    assert "12 / 5" in text
 
 
 @needs_latex

@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from .files import atomic_output
 from .reporting import MIB, ResultIndex
@@ -158,4 +159,117 @@ def draw_efficiency(comparison: dict[str, Any], analysis: dict[str, Any], output
             handles = [Line2D([], [], color="gray", linestyle="none", marker=MARKERS[i % len(MARKERS)])
                        for i in range(len(models))]
             figure.legend(handles, models, title="model", loc="outside right upper")
+        _save(figure, output)
+
+
+def paired_frame(index: ResultIndex) -> pd.DataFrame:
+    """Return one row per model, compared variant and benchmark: scaled paired difference, CI and flips."""
+    rows = []
+    for model in index.models():
+        for variant in index.variants(model):
+            if variant["variant"] == index.reference:
+                continue
+            for benchmark in index.benchmarks():
+                paired = index.result(model, variant["variant"], benchmark)["paired"]
+                if paired is None:
+                    continue
+                scale = index.score_format(benchmark).scale
+                flips = paired.get("flips")
+                rows.append({
+                    "model": model,
+                    "variant": variant["variant"],
+                    "benchmark": benchmark,
+                    "mean": paired["mean_difference"] * scale,
+                    "ci_low": np.nan if paired["ci_low"] is None else paired["ci_low"] * scale,
+                    "ci_high": np.nan if paired["ci_high"] is None else paired["ci_high"] * scale,
+                    "correct_to_wrong": np.nan if flips is None else flips["correct_to_wrong"],
+                    "wrong_to_correct": np.nan if flips is None else flips["wrong_to_correct"],
+                })
+    return pd.DataFrame(rows, columns=["model", "variant", "benchmark", "mean", "ci_low", "ci_high",
+                                       "correct_to_wrong", "wrong_to_correct"])
+
+
+def _empty_panel(figure: Figure, message: str) -> None:
+    ax = figure.subplots()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+
+
+def draw_paired_differences(comparison: dict[str, Any], analysis: dict[str, Any], output: Path) -> None:
+    """Draw each variant's paired difference from the reference with its CI, zero line marked.
+
+    One panel per benchmark (binary differences in percentage points); one row per model
+    and variant.
+    """
+    index = ResultIndex.build(comparison, analysis)
+    frame = paired_frame(index)
+    benchmarks = [b for b in index.benchmarks() if b in set(frame["benchmark"])]
+    level = f"{index.confidence_level * 100:g}%"
+
+    with _chart_style():
+        n_rows = max(1, len(frame[["model", "variant"]].drop_duplicates()))
+        figure = Figure(figsize=(4.6 * max(1, len(benchmarks)) + 1.5, 2.2 + 0.45 * n_rows), layout="constrained")
+        if frame.empty:
+            _empty_panel(figure, f"no variant shares items with the reference {index.reference}")
+            _save(figure, output)
+            return
+        palette = _variant_palette(frame)
+        axes = figure.subplots(1, len(benchmarks), sharey=True, squeeze=False)[0]
+        labels = list(dict.fromkeys(zip(frame["model"], frame["variant"])))
+        positions = {label: len(labels) - 1 - k for k, label in enumerate(labels)}
+        for ax, benchmark in zip(axes, benchmarks):
+            rows = frame[frame["benchmark"] == benchmark]
+            for _, row in rows.iterrows():
+                y = positions[(row["model"], row["variant"])]
+                ax.errorbar(row["mean"], y, xerr=_error_bars(rows.loc[[row.name]]), fmt="o",
+                            color=palette[row["variant"]], elinewidth=1.5, capsize=3)
+            ax.axvline(0, color="black", linewidth=1, linestyle="--")
+            unit = index.score_format(benchmark).difference_unit
+            ax.set_xlabel(f"variant − {index.reference}" + (f" ({unit})" if unit else ""))
+            ax.set_title(f"{benchmark} ({index.benchmarks()[benchmark]['metric']})")
+        axes[0].set_yticks([positions[label] for label in labels])
+        multiple_models = len(index.models()) > 1
+        axes[0].set_yticklabels([f"{m} / {v}" if multiple_models else v for m, v in labels])
+        figure.suptitle(f"Paired difference from {index.reference} over shared items, {level} CI")
+        _save(figure, output)
+
+
+def draw_flips(comparison: dict[str, Any], analysis: dict[str, Any], output: Path) -> None:
+    """Draw, per variant and binary benchmark, the items that flipped: to wrong down, to correct up."""
+    index = ResultIndex.build(comparison, analysis)
+    frame = paired_frame(index).dropna(subset=["correct_to_wrong"])
+    benchmarks = [b for b in index.benchmarks() if b in set(frame["benchmark"])]
+
+    with _chart_style():
+        figure = Figure(figsize=(4.6 * max(1, len(benchmarks)) + 1.5, 4.6), layout="constrained")
+        if frame.empty:
+            _empty_panel(figure, "no binary benchmark was compared with the reference, so there are no flips")
+            _save(figure, output)
+            return
+        axes = figure.subplots(1, len(benchmarks), squeeze=False)[0]
+        multiple_models = len(index.models()) > 1
+        for ax, benchmark in zip(axes, benchmarks):
+            rows = frame[frame["benchmark"] == benchmark].reset_index(drop=True)
+            x = np.arange(len(rows))
+            ax.bar(x, -rows["correct_to_wrong"], color="#d55e00", label="correct → wrong")
+            ax.bar(x, rows["wrong_to_correct"], color="#0072b2", label="wrong → correct")
+            for position, row in rows.iterrows():
+                ax.annotate(f"{int(row['correct_to_wrong'])}", (position, -row["correct_to_wrong"]),
+                            xytext=(0, -10), textcoords="offset points", ha="center", fontsize=8)
+                ax.annotate(f"{int(row['wrong_to_correct'])}", (position, row["wrong_to_correct"]),
+                            xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
+            ax.axhline(0, color="black", linewidth=1)
+            ax.set_xticks(x)
+            ax.set_xticklabels([f"{m} / {v}" if multiple_models else v for m, v in zip(rows["model"], rows["variant"])],
+                               rotation=35, ha="right", rotation_mode="anchor")
+            # Counts below the axis are drawn negative; the tick labels give their size.
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{abs(value):g}"))
+            n_items = index.benchmarks()[benchmark]["n_items"]
+            ax.set_title(f"{benchmark} (n = {n_items} items)")
+            ax.set_ylabel(f"items that flipped against {index.reference}")
+            limit = max(1.0, float(rows[["correct_to_wrong", "wrong_to_correct"]].to_numpy().max()))
+            ax.set_ylim(-limit * 1.25, limit * 1.25)
+        handles, labels = axes[0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="outside right upper")
         _save(figure, output)

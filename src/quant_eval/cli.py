@@ -199,17 +199,23 @@ def _load_report_inputs(args: argparse.Namespace) -> tuple[dict, dict]:
     return comparison, analysis
 
 
-@command("charts", "draw the performance and efficiency charts", lambda p: (
+@command("charts", "draw the performance, efficiency, paired-difference and flip charts", lambda p: (
     _report_inputs(p),
     p.add_argument("--performance", type=Path, required=True),
     p.add_argument("--efficiency", type=Path, required=True),
+    p.add_argument("--paired-differences", type=Path, help="chart of paired differences with CIs to write"),
+    p.add_argument("--flips", type=Path, help="chart of flipped items per variant to write"),
 ))
 def _charts(args: argparse.Namespace) -> None:
-    from .charts import draw_efficiency, draw_performance
+    from .charts import draw_efficiency, draw_flips, draw_paired_differences, draw_performance
 
     comparison, analysis = _load_report_inputs(args)
     draw_performance(comparison, analysis, args.performance)
     draw_efficiency(comparison, analysis, args.efficiency)
+    if args.paired_differences:
+        draw_paired_differences(comparison, analysis, args.paired_differences)
+    if args.flips:
+        draw_flips(comparison, analysis, args.flips)
 
 
 @command("methodology", "write the methodology document", lambda p: (
@@ -258,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Arguments that name files a stage writes: their folders are created before the stage runs.
-OUTPUT_ARGUMENTS = ("output", "info", "audit", "test_output", "fewshot_output", "performance", "efficiency", "log")
+OUTPUT_ARGUMENTS = ("output", "info", "audit", "test_output", "fewshot_output", "performance", "efficiency",
+                    "paired_differences", "flips", "log")
 
 
 def main(argv: list[str] | None = None) -> int:

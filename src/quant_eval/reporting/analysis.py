@@ -9,11 +9,15 @@ from .formats import format_level
 from .results import ResultIndex, _write_text
 from .sections import (
     FALLBACK_EXPLANATION,
+    FIDELITY_NOTE,
+    TEST_NOTE,
     code,
     difference_table,
+    fidelity_table,
     findings,
     grid_limited_caveat,
     imatrix_effect,
+    power_warnings,
     score_table,
     score_table_note,
     tensor_audit_table,
@@ -31,9 +35,12 @@ def report_intro(index: ResultIndex) -> str:
     )
 
 
-def analysis_markdown(index: ResultIndex) -> str:
-    """Return the analysis report as markdown."""
+def analysis_markdown(index: ResultIndex, config: dict[str, Any] | None = None) -> str:
+    """Return the analysis report as markdown; `config` supplies the benchmark limits for power warnings."""
     lines = ["# Quantization analysis report", "", report_intro(index), ""]
+    warnings = power_warnings(config or {}, index)
+    if warnings:
+        lines += ["## Power", "", *warnings, ""]
     for model in index.models():
         caveat = grid_limited_caveat(index, model)
         lines += [f"## Model {code(model)}", ""]
@@ -42,17 +49,20 @@ def analysis_markdown(index: ResultIndex) -> str:
         lines += [
             "### Scores", "", *score_table(index, model), "", score_table_note(index), "",
             f"### Paired differences from {code(index.reference)}", "", *difference_table(index, model), "",
-            "Difference is variant minus reference over the items both answered; d_z is Cohen's d_z.", "",
+            "Difference is variant minus reference over the items both answered; d_z is Cohen's d_z. "
+            + TEST_NOTE, "",
             "### Findings", "", *findings(index, model), "",
             "### imatrix effect", "", *imatrix_effect(index, model), "",
-            "### Tensor audit", "", *tensor_audit_table(index, model), "", FALLBACK_EXPLANATION, "",
         ]
+        fidelity = fidelity_table(index, model)
+        if fidelity:
+            lines += ["### Fidelity to the base model", "", *fidelity, "", FIDELITY_NOTE, ""]
+        lines += ["### Tensor audit", "", *tensor_audit_table(index, model), "", FALLBACK_EXPLANATION, ""]
     return "\n".join(lines)
 
 
 def write_analysis_report(config: dict[str, Any], comparison: dict[str, Any], analysis: dict[str, Any],
                           output: Path) -> None:
     """Write the analysis report (markdown): scores, paired differences, imatrix effect, tensor audit."""
-    del config  # the report uses the result files only; the signature matches the other writers
     index = ResultIndex.build(comparison, analysis)
-    _write_text(output, analysis_markdown(index))
+    _write_text(output, analysis_markdown(index, config))

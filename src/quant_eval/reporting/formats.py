@@ -66,6 +66,21 @@ def format_effect_size(value: float | None) -> str:
     return format_value(value, ScoreFormat(1.0, EFFECT_SIZE_DECIMALS, "", ""), signed=True)
 
 
+P_VALUE_DECIMALS = 3
+# Names of the primary tests of statistical_analysis.json's `primary_test`, for tables.
+TEST_NAMES = {"mcnemar": "McNemar", "t_test": "paired t"}
+
+
+def format_p_value(value: float | None) -> str:
+    """Format a p-value with 3 decimals, or "<0.001" below that."""
+    if value is None:
+        return MISSING
+    smallest = 10.0**-P_VALUE_DECIMALS
+    if value < smallest:
+        return f"<{smallest:.{P_VALUE_DECIMALS}f}"
+    return f"{value:.{P_VALUE_DECIMALS}f}"
+
+
 def format_mib(size_bytes: int) -> str:
     """Format a file size in MiB."""
     return f"{size_bytes / MIB:.{FILE_SIZE_DECIMALS}f}"

@@ -128,8 +128,56 @@ def statistics_formulas(index: ResultIndex) -> list[str]:
         "- Run-to-run spread: the within-item variance is the mean over items of the variance of "
         "an item's runs, and the between-item variance is $s^2$ minus the within-item variance "
         "divided by the number of runs.",
+        *paired_test_formulas(index),
     ]
     return lines
+
+
+def paired_test_formulas(index: ResultIndex) -> list[str]:
+    """Return the formulas of the paired tests, flips, Holm's adjustment, the MDD and fidelity intervals."""
+    power = index.analysis.get("power", {})
+    power_level = power.get("power", 0.8)
+    alpha = power.get("alpha", round(1 - index.confidence_level, 12))
+    return [
+        "- Correctness and flips (0/1 scores): an item is correct when more than half of its runs "
+        "scored 1 (with one run, its score; a tie counts as wrong). A flip is an item correct in the "
+        "reference and wrong in the variant ($b$, lost) or the reverse ($c$, gained); rates are $b/m$ and $c/m$.",
+        "- McNemar's exact test (primary test for 0/1 scores): $p = \\min\\left(1, 2\\sum_{k=0}^{\\min(b,c)} "
+        "\\binom{b+c}{k} 2^{-(b+c)}\\right)$, and $p = 1$ when $b + c = 0$.",
+        "- Paired t-test (primary test for graded scores; reported for 0/1 scores too, on item means): "
+        "$t = \\bar{d} / (s_d/\\sqrt{m})$ with $m-1$ degrees of freedom, two-sided. With $s_d = 0$, "
+        "$p = 1$ if every $d_i = 0$ and $p = 0$ otherwise.",
+        "- Wilcoxon signed-rank test (reported beside the t-test): zero $d_i$ are dropped, the others "
+        "ranked by $|d_i|$ with average ranks for ties, and $W^+$ is the sum of the ranks of positive "
+        "$d_i$. Up to 200 nonzero differences $p = 2\\min(P(W^+ \\le w), P(W^+ \\ge w))$ under the exact "
+        "distribution of $W^+$ over all sign assignments of the observed ranks; above that, the normal "
+        "approximation with tie correction and no continuity correction. Its p-value is not adjusted.",
+        "- Holm's adjustment: the m primary p-values of a family, sorted $p_{(1)} \\le \\dots \\le p_{(m)}$, "
+        "become $\\max_{j \\le i} \\min(1, (m-j+1)\\,p_{(j)})$. Families: all whole-benchmark comparisons "
+        "with the reference; the subject or level groups of one model and benchmark; all imatrix comparisons.",
+        f"- Minimum detectable difference at {power_level * 100:g}% power and $\\alpha = {alpha:g}$: "
+        "$MDD = (z_{1-\\alpha/2} + z_{power})\\, s_d / \\sqrt{m}$ (normal approximation). When $s_d = 0$ "
+        "it uses $\\sqrt{2}$ times the standard deviation of the reference's item means, and for 0/1 "
+        "scores with no spread at all $\\sqrt{2 \\cdot 0.25}$; both over-state the spread, so the MDD is an "
+        "upper bound there.",
+        "- Fidelity: perplexity, ln(PPL ratio), KL divergence and the same-top-token rate get the interval "
+        f"estimate $\\pm z_{{{(1 + index.confidence_level) / 2:g}}}$ times llama-perplexity's standard error, "
+        "clipped to the possible range. The imatrix's change in mean KL divergence has the uncertainty "
+        "$\\sqrt{u_{with}^2 + u_{without}^2}$, which ignores their positive correlation and so is conservative.",
+        "- The statistics draw no random numbers (no bootstrap or permutation sampling), so they need no seed.",
+    ]
+
+
+def seed_statement(config: dict[str, Any]) -> str:
+    """Return the paragraph that names the seed of every random choice and how each is derived."""
+    seed = config["seed"]
+    return (
+        f"Seed {seed} drives every random choice. The item subset of a benchmark with `limit` is drawn "
+        f"with Python's random.Random seeded with the string {code(f'<benchmark>:{seed}')}. Run k uses the "
+        f"seed {seed} + k - 1 for its few-shot draw and as llama.cpp's sampling seed, and each sampled "
+        "request is seeded with the CRC-32, masked to 31 bits, of "
+        f"{code('<run seed>:<item index>:<repeat>')}. The statistics use no random numbers."
+    )
 
 
 def imatrix_settings(config: dict[str, Any]) -> list[str]:
@@ -207,8 +255,7 @@ def methodology_markdown(config: dict[str, Any], index: ResultIndex) -> str:
         "",
         "## Seed",
         "",
-        f"Seed {config['seed']} drives every random choice: the item subsets, the few-shot draws "
-        "and the sampling seeds of the runs.",
+        seed_statement(config),
         "",
     ]
     return "\n".join(lines)

@@ -20,17 +20,22 @@ from .formats import format_level
 from .results import ResultIndex
 from .sections import (
     FALLBACK_EXPLANATION,
+    FIDELITY_NOTE,
     PANDOC_COLUMNS,
+    TEST_NOTE,
     code,
     difference_table,
+    fidelity_table,
     findings,
     grid_limited_caveat,
     imatrix_effect,
+    power_warnings,
+    reference_test_table,
     score_table,
     score_table_note,
     tensor_audit_table,
 )
-from .methodology import imatrix_settings, methodology_benchmarks, statistics_formulas
+from .methodology import imatrix_settings, methodology_benchmarks, seed_statement, statistics_formulas
 from .analysis import report_intro
 
 logger = logging.getLogger(__name__)
@@ -45,6 +50,9 @@ LOG_TAIL_LINES = 25
 RERUN_REQUEST = re.compile(r"Rerun to get|Rerun LaTeX")
 PERFORMANCE_CHART = "quantization_performance.png"
 EFFICIENCY_CHART = "quantization_efficiency.png"
+PAIRED_DIFFERENCES_CHART = "paired_differences.png"
+FLIPS_CHART = "flips.png"
+CHARTS = (PERFORMANCE_CHART, EFFICIENCY_CHART, PAIRED_DIFFERENCES_CHART, FLIPS_CHART)
 
 # Table captions as wide as the text (longtable's default is 4 in).
 LATEX_HEADER = r"""
@@ -78,7 +86,7 @@ class ScorecardError(QuantEvalError):
 
 
 def _abstract(index: ResultIndex) -> str:
-    comparisons = detected = 0
+    comparisons = detected = significant = 0
     detected_names = []
     for model in index.models():
         for variant in index.variants(model):
@@ -87,6 +95,9 @@ def _abstract(index: ResultIndex) -> str:
             for benchmark in index.benchmarks():
                 paired = index.result(model, variant["variant"], benchmark)["paired"]
                 comparisons += 1
+                holm = paired["p_value_holm"] if paired else None
+                if holm is not None and holm < 1 - index.confidence_level:
+                    significant += 1
                 if paired and paired["ci_low"] is not None and (paired["ci_low"] > 0 or paired["ci_high"] < 0):
                     detected += 1
                     detected_names.append(f"{code(variant['variant'])} on {code(benchmark)}")
@@ -104,6 +115,9 @@ def _abstract(index: ResultIndex) -> str:
         f"{level} confidence interval excludes 0"
     )
     text += f": {', '.join(detected_names)}." if detected_names else "."
+    alpha = f"{(1 - index.confidence_level):.3g}"
+    text += (f" After the Holm adjustment over all {comparisons} comparisons, {significant} have a p-value "
+             f"below {alpha}.")
     grid_limited = [code(m) for m in index.models() if index.comparison["models"][m].get("grid_limited")]
     if grid_limited:
         text += (
@@ -139,29 +153,45 @@ def scorecard_markdown(config: dict[str, Any], index: ResultIndex, charts_relati
             f"## Model {code(model)}", "",
             *score_table(index, model), "",
             f"Table: Scores of {code(model)}, mean [{level} CI]. {score_table_note(index)}", "",
-            *difference_table(index, model), "",
+            *difference_table(index, model, with_tests=False), "",
             f"Table: Paired differences of {code(model)} from {code(index.reference)}, "
             f"mean [{level} CI], and Cohen's d_z.", "",
+            *reference_test_table(index, model), "",
+            f"Table: Paired tests of {code(model)} against {code(index.reference)}.", "",
+            TEST_NOTE, "",
             "Findings:", "", *findings(index, model), "",
         ]
+        fidelity = fidelity_table(index, model)
+        if fidelity:
+            lines += [*fidelity, "", f"Table: Fidelity of {code(model)}'s variants to its base model.", "",
+                      FIDELITY_NOTE, ""]
+    warnings = power_warnings(config, index)
+    if warnings:
+        lines += ["Power:", "", *warnings, ""]
     lines += [
         *_figure(charts_relative, PERFORMANCE_CHART,
                  f"Score per variant and benchmark; error bars are the {level} CIs."),
         *_figure(charts_relative, EFFICIENCY_CHART,
                  f"File size against score per variant; error bars are the {level} CIs."),
+        *_figure(charts_relative, PAIRED_DIFFERENCES_CHART,
+                 f"Paired difference from {code(index.reference)} per variant and benchmark, with its "
+                 f"{level} CI; the dashed line marks no difference."),
+        *_figure(charts_relative, FLIPS_CHART,
+                 f"Items that flipped against {code(index.reference)}: correct to wrong below the axis, "
+                 "wrong to correct above it (0/1 scores, majority vote over runs)."),
         "# Quantized files", "",
     ]
     for model in index.models():
         lines += [*tensor_audit_table(index, model, wrap=True), "", f"Table: Tensor audit of {code(model)}.", ""]
     lines += [FALLBACK_EXPLANATION, "", "# imatrix effect", ""]
     for model in index.models():
-        lines += [*imatrix_effect(index, model), ""]
+        lines += [*imatrix_effect(index, model, with_tests=False), ""]
     lines += [
         "# Methodology", "",
         "## Calibration text and imatrix", "", *imatrix_settings(config), "",
         "## Benchmarks", "", *methodology_benchmarks(config, index), "",
         "## Statistics", "", *statistics_formulas(index), "",
-        f"Seed {config['seed']} drives the item subsets, the few-shot draws and the sampling seeds.", "",
+        seed_statement(config), "",
     ]
     return "\n".join(lines)
 
@@ -243,7 +273,7 @@ def write_scorecard(config: dict[str, Any], comparison: dict[str, Any], analysis
     tex = output_pdf.with_suffix(".tex")
     _require_tool("pandoc", "converter", tex)
     _require_tool(engine, "LaTeX engine", tex)
-    for chart in (PERFORMANCE_CHART, EFFICIENCY_CHART):
+    for chart in CHARTS:
         if not (charts_dir / chart).is_file():
             raise ScorecardError(f"chart {charts_dir / chart} not found; draw the charts before the scorecard")
 

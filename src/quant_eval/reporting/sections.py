@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..config import NO_IMATRIX_SUFFIX
 from .formats import (
     BITS_PER_WEIGHT_DECIMALS,
     MISSING,
+    TEST_NAMES,
     format_effect_size,
     format_estimate,
     format_interval,
     format_level,
     format_mib,
+    format_p_value,
     format_value,
     interval_method_name,
     unit_suffix,
@@ -118,10 +118,44 @@ def score_table_note(index: ResultIndex) -> str:
     )
 
 
-def difference_table(index: ResultIndex, model: str) -> list[str]:
-    """Return a table of paired differences from the reference, with CI and Cohen's d_z."""
+def _flips_text(paired: dict[str, Any]) -> str:
+    flips = paired["flips"]
+    if flips is None:
+        return MISSING
+    return f"{flips['correct_to_wrong']} / {flips['wrong_to_correct']}"
+
+
+def _test_columns(paired: dict[str, Any], score_format) -> list[str]:
+    """Return the cells: primary test, raw p, Holm p, flips (to wrong / to correct) and MDD."""
+    mdd = paired["minimum_detectable_difference"]["value"]
+    return [
+        TEST_NAMES.get(paired["primary_test"], paired["primary_test"]),
+        format_p_value(paired["p_value"]),
+        format_p_value(paired["p_value_holm"]),
+        _flips_text(paired),
+        format_value(mdd, score_format),
+    ]
+
+
+TEST_HEADER = ["Test", "p", "p (Holm)", "Flips (lost / gained)", "MDD"]
+TEST_NOTE = (
+    "Test is the primary paired test: McNemar's exact test on majority-vote correctness for 0/1 "
+    "scores, the paired t-test for graded scores. p (Holm) is adjusted over all variant and benchmark "
+    "comparisons. Flips (lost / gained) counts the items correct in the reference and wrong in the variant, then "
+    "the reverse. MDD is the smallest difference the comparison detects with the configured power, "
+    "in the difference's unit."
+)
+
+
+def difference_table(index: ResultIndex, model: str, with_tests: bool = True) -> list[str]:
+    """Return a table of paired differences from the reference: CI and d_z, then tests, flips and MDD.
+
+    Without `with_tests` the table stops at d_z, so that it fits a printed page, and
+    reference_test_table gives the rest.
+    """
     level = format_level(index.confidence_level)
-    header = ["Variant", "Benchmark", "Items", f"Difference [{level} CI]", "Unit", "d_z"]
+    tests = TEST_HEADER if with_tests else []
+    header = ["Variant", "Benchmark", "Items", f"Difference [{level} CI]", "Unit", "d_z", *tests]
     rows = []
     for variant in index.variants(model):
         if variant["variant"] == index.reference:
@@ -130,7 +164,8 @@ def difference_table(index: ResultIndex, model: str) -> list[str]:
             paired = index.result(model, variant["variant"], benchmark)["paired"]
             score_format = index.score_format(benchmark)
             if paired is None:
-                rows.append([code(variant["variant"]), code(benchmark), MISSING, MISSING, "", MISSING])
+                rows.append([code(variant["variant"]), code(benchmark), MISSING, MISSING, "", MISSING,
+                             *[MISSING] * len(tests)])
                 continue
             rows.append([
                 code(variant["variant"]),
@@ -140,8 +175,67 @@ def difference_table(index: ResultIndex, model: str) -> list[str]:
                                 score_format, signed=True),
                 score_format.difference_unit,
                 format_effect_size(paired["cohens_dz"]),
+                *(_test_columns(paired, score_format) if with_tests else []),
             ])
-    return markdown_table(header, rows, "llrrlr")
+    return markdown_table(header, rows, "llrrlr" + "lrrrr"[: len(tests)])
+
+
+def paired_test_table(names: list[tuple[str, str]], paired_results: list[dict[str, Any] | None],
+               index: ResultIndex) -> list[str]:
+    """Return a table of the tests, flips and MDD of paired comparisons, one row per (variant, benchmark)."""
+    header = ["Variant", "Benchmark", *TEST_HEADER, "Unit"]
+    rows = []
+    for (variant, benchmark), paired in zip(names, paired_results):
+        score_format = index.score_format(benchmark)
+        cells = [MISSING] * len(TEST_HEADER) if paired is None else _test_columns(paired, score_format)
+        rows.append([code(variant), code(benchmark), *cells, score_format.difference_unit])
+    return markdown_table(header, rows, "ll" + "lrrrr" + "l")
+
+
+def reference_test_table(index: ResultIndex, model: str) -> list[str]:
+    """Return paired_test_table for each variant's comparison with the reference."""
+    names, paired_results = [], []
+    for variant in index.variants(model):
+        if variant["variant"] == index.reference:
+            continue
+        for benchmark in index.benchmarks():
+            names.append((variant["variant"], benchmark))
+            paired_results.append(index.result(model, variant["variant"], benchmark)["paired"])
+    return paired_test_table(names, paired_results, index)
+
+
+def power_warnings(config: dict[str, Any], index: ResultIndex) -> list[str]:
+    """Return one warning per benchmark with a configured `limit` too small to detect the target drop.
+
+    The target is the statistics stage's `target_difference` (2 percentage points for 0/1
+    scores); a comparison misses it when its minimum detectable difference is larger.
+    """
+    lines = []
+    power = index.analysis.get("power", {}).get("power")
+    for benchmark in index.benchmarks():
+        limit = config.get("benchmarks", {}).get(benchmark, {}).get("limit")
+        if limit is None:
+            continue
+        score_format = index.score_format(benchmark)
+        unit = unit_suffix(score_format.difference_unit)
+        values, target = [], None
+        for (_, _, result_benchmark), result in index.results.items():
+            paired = result["paired"]
+            if result_benchmark != benchmark or paired is None:
+                continue
+            mdd = paired["minimum_detectable_difference"]
+            if mdd["detects_target"] is False:
+                values.append(mdd["value"])
+                target = mdd["target_difference"]
+        if values:
+            power_text = f"{power * 100:g}% power" if power is not None else "the configured power"
+            lines.append(
+                f"- **Warning:** {code(benchmark)} uses `limit: {limit}`, and at {power_text} its comparisons "
+                f"detect only differences of {format_value(min(values), score_format)} to "
+                f"{format_value(max(values), score_format)}{unit}, more than a drop of "
+                f"{format_value(target, score_format)}{unit}. Raise `limit` (or set it to null) to detect such a drop."
+            )
+    return lines
 
 
 def difference_finding(index: ResultIndex, model: str, variant: str, benchmark: str) -> str:
@@ -188,66 +282,101 @@ def findings(index: ResultIndex, model: str) -> list[str]:
     return lines
 
 
-@dataclass(frozen=True)
-class ImatrixPair:
-    """A quantization type evaluated with and without the imatrix."""
+def imatrix_effect(index: ResultIndex, model: str, with_tests: bool = True) -> list[str]:
+    """Return the imatrix-effect table (with minus without, paired, per benchmark) and its reading.
 
-    with_imatrix: str
-    without_imatrix: str
-
-
-def imatrix_pairs(index: ResultIndex, model: str) -> list[ImatrixPair]:
-    """Return each `<type>` variant that has a `<type>-no-imatrix` counterpart."""
-    names = [v["variant"] for v in index.variants(model)]
-    pairs = []
-    for name in names:
-        if name.endswith(NO_IMATRIX_SUFFIX) and name[: -len(NO_IMATRIX_SUFFIX)] in names:
-            pairs.append(ImatrixPair(name[: -len(NO_IMATRIX_SUFFIX)], name))
-    return pairs
-
-
-def _intervals_overlap(first: dict[str, Any], second: dict[str, Any]) -> bool | None:
-    bounds = (first["ci_low"], first["ci_high"], second["ci_low"], second["ci_high"])
-    if any(b is None for b in bounds):
-        return None
-    return first["ci_low"] <= second["ci_high"] and second["ci_low"] <= first["ci_high"]
-
-
-def imatrix_effect(index: ResultIndex, model: str) -> list[str]:
-    """Return the imatrix-effect table (with minus without, per benchmark) and its reading."""
-    pairs = imatrix_pairs(index, model)
-    if not pairs:
+    Without `with_tests` the tests, flips and MDD follow in a second table, so that both
+    fit a printed page.
+    """
+    entries = index.imatrix_effect(model)
+    if not entries:
         return [f"No quantization type of {code(model)} was evaluated both with and without the imatrix."]
 
-    header = ["Variant", "Benchmark", "With imatrix", "Without imatrix", "Difference", "Unit", "CIs overlap"]
-    rows = []
-    for pair in pairs:
-        for benchmark in index.benchmarks():
-            score_format = index.score_format(benchmark)
-            with_result = index.result(model, pair.with_imatrix, benchmark)
-            without_result = index.result(model, pair.without_imatrix, benchmark)
-            overlap = _intervals_overlap(with_result, without_result)
-            overlap_text = {None: MISSING, True: "yes", False: "no"}[overlap]
-            rows.append([
-                code(pair.with_imatrix),
-                code(benchmark),
-                format_estimate(with_result["mean"], with_result["ci_low"], with_result["ci_high"], score_format),
-                format_estimate(without_result["mean"], without_result["ci_low"], without_result["ci_high"],
-                                score_format),
-                format_value(with_result["mean"] - without_result["mean"], score_format, signed=True),
-                score_format.difference_unit,
-                overlap_text,
-            ])
     level = format_level(index.confidence_level)
-    return markdown_table(header, rows, "llrrrll") + [
+    tests = TEST_HEADER if with_tests else []
+    header = ["Variant", "Benchmark", "With imatrix", "Without imatrix", f"Difference [{level} CI]", "Unit",
+              *tests]
+    rows = []
+    kl_lines = []
+    for entry in entries:
+        benchmark = entry["benchmark"]
+        score_format = index.score_format(benchmark)
+        with_result = index.result(model, entry["with_imatrix"], benchmark)
+        without_result = index.result(model, entry["without_imatrix"], benchmark)
+        paired = entry["paired"]
+        cells = [MISSING, MISSING, *[MISSING] * len(tests)]
+        if paired is not None:
+            cells = [format_estimate(paired["mean_difference"], paired["ci_low"], paired["ci_high"],
+                                     score_format, signed=True),
+                     score_format.difference_unit,
+                     *(_test_columns(paired, score_format) if with_tests else [])]
+        rows.append([
+            code(entry["with_imatrix"]),
+            code(benchmark),
+            format_estimate(with_result["mean"], with_result["ci_low"], with_result["ci_high"], score_format),
+            format_estimate(without_result["mean"], without_result["ci_low"], without_result["ci_high"],
+                            score_format),
+            *cells,
+        ])
+        change = entry.get("kl_divergence_change")
+        line = (f"- {code(entry['with_imatrix'])}: mean KL divergence with minus without the imatrix "
+                f"{change['value']:+.5f} nats per token, {level} CI [{change['ci_low']:+.5f}, "
+                f"{change['ci_high']:+.5f}].") if change else None
+        if line and line not in kl_lines:
+            kl_lines.append(line)
+
+    lines = markdown_table(header, rows, "llrrrl" + "lrrrr"[: len(tests)])
+    if not with_tests:
+        names = [(entry["with_imatrix"], entry["benchmark"]) for entry in entries]
+        lines += ["", *paired_test_table(names, [entry["paired"] for entry in entries], index)]
+    lines += [
         "",
-        f"Difference is the mean with the imatrix minus the mean without it. The statistics stage "
-        f"computes no paired interval for this contrast, so only the two {level} CIs can be compared. "
-        "Where they overlap, these results cannot tell whether the imatrix changed the score. "
-        "Where they do not overlap, the scores differ: the standard error of a paired difference is at "
-        "most the sum of the two standard errors, so a paired interval would exclude 0 too (exactly for "
-        "t intervals, approximately for Wilson intervals).",
+        f"Difference is the score with the imatrix minus the score without it, paired over the items "
+        f"both variants answered, with its {level} CI. p (Holm) is adjusted over all imatrix comparisons; "
+        "flips count items correct without the imatrix and wrong with it, then the reverse.",
     ]
+    if kl_lines:
+        lines += ["", *kl_lines]
+    return lines
+
+
+FIDELITY_NOTE = (
+    "Perplexity and KL divergence come from llama-perplexity on the fidelity text; each interval is "
+    "the estimate plus or minus the normal quantile times llama-perplexity's standard error. KL "
+    "divergence is the mean over tokens of the divergence of the variant's next-token distribution "
+    "from the base model's."
+)
+
+
+def fidelity_table(index: ResultIndex, model: str) -> list[str]:
+    """Return a table of perplexity, ln PPL ratio, KL divergence and same top token per variant."""
+    entries = index.fidelity(model)
+    if not entries:
+        return []
+    level = format_level(index.confidence_level)
+
+    def estimate(entry: dict[str, Any], field: str, key: str, decimals: int) -> str:
+        value = entry.get(field)
+        if value is None:
+            return MISSING
+        return (f"{value[key]:.{decimals}f} [{value['ci_low']:.{decimals}f}, "
+                f"{value['ci_high']:.{decimals}f}]")
+
+    header = ["Variant", f"Perplexity [{level} CI]", "ln(PPL / PPL base)", "KL divergence (nats/token)",
+              "Same top token"]
+    rows = []
+    for variant in index.variants(model):
+        entry = entries.get(variant["variant"])
+        if entry is None:
+            continue
+        rows.append([
+            code(variant["variant"]),
+            estimate(entry, "perplexity", "value", 3),
+            estimate(entry, "ln_ppl_ratio", "value", 5),
+            estimate(entry, "kl_divergence", "mean", 5),
+            estimate(entry, "same_top_p", "value", 4),
+        ])
+    return markdown_table(header, rows, "lrrrr")
 
 
 FALLBACK_EXPLANATION = (

@@ -573,7 +573,7 @@ def test_paired_equal_differences_have_no_spread():
 
 def test_clustered_se_matches_statsmodels_ols():
     # The se of the mean with items as clusters, from statsmodels' cluster-robust OLS on an
-    # intercept; with one regressor its small-sample factor is G/(G-1) x (N-1)/(N-1).
+    # intercept. With one regressor its small-sample factor is G/(G-1) x (N-1)/(N-1).
     scores = np.array([[0.2, 0.4, 0.9], [0.5, 0.7, 0.6], [0.8, 1.0, 0.1], [0.0, 0.4, 0.3], [0.3, 0.3, 0.9]])
     n_items, n_runs = scores.shape
     observations = scores.ravel()

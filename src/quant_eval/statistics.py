@@ -179,9 +179,10 @@ def paired_difference(
     return PairedDifference(reference_name, n, mean, sd, se, ci_low, ci_high, dz)
 
 
-# A binary item counts as correct when more than half of its runs scored 1 (majority
-# vote; a tie, possible with an even number of runs, counts as wrong). With one run this
-# is the run's score. Flips and McNemar's test use this; the t-test and Wilcoxon use item means.
+# A binary item counts as correct when more than half of its runs scored 1 (majority vote).
+# A tie, possible with an even number of runs, counts as wrong. With one run the run's
+# score decides. Flips and McNemar's test use this correctness, but the t-test and
+# Wilcoxon's test use item means.
 FLIP_RULE = "majority of runs (more than half scored 1)"
 # The drop that a benchmark with a configured `limit` should be able to detect: 2
 # percentage points of a binary score. Graded scores have no such target.
@@ -232,7 +233,7 @@ def _detectable_difference(
     """Return the minimum detectable difference, with the spread it assumes and where that came from.
 
     The spread is the sd of the paired differences. When that is 0 (the variant matched
-    the reference on every item), it says nothing about other samples, so the sd of a
+    the reference on every item), it gives no estimate for other samples, so the sd of a
     difference of two independent variants with the reference's spread, sqrt(2) times the
     sd of the reference's item means, takes its place. That over-states the spread of
     correlated pairs, so the MDD is an upper bound. If the reference has no spread either,
@@ -271,7 +272,7 @@ def paired_comparison(
     """Compare a variant with a reference on the items both have: interval, tests, flips, MDD.
 
     The primary test is McNemar's exact test on majority-vote correctness for binary scores
-    and the paired t-test on item means for graded ones; `p_value` is its p-value. The
+    and the paired t-test on item means for graded ones, and `p_value` is its p-value. The
     t-test and Wilcoxon's test are reported for both kinds. `p_value_holm` is filled in
     by `analyze`, which knows the family. Returns None when no item is shared.
     """

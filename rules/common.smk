@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from snakemake.utils import validate
 # The package is normally installed (make setup); the path also covers a plain checkout.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from quant_eval.benchmarks import BENCHMARKS, effective_runs
+from quant_eval.benchmarks import BENCHMARKS, effective_runs, unavailable_benchmarks
 from quant_eval.config import (
     BASE_VARIANT,
     check_config,
@@ -30,6 +31,8 @@ try:
     validate(config, schema=str(SCHEMA), set_default=True)
     check_config(config, BENCHMARKS, quantization_types())
     check_input_files(config)
+    # Optional benchmarks whose data is missing are dropped here; compare records why.
+    NOT_RUN = unavailable_benchmarks(config)
 except QuantEvalError as error:
     raise WorkflowError(str(error)) from None
 
@@ -37,6 +40,9 @@ except QuantEvalError as error:
 MODELS = list(config["models"])
 VARIANTS = {variant.name: variant for variant in list_variants(config)}
 QUANTIZED_VARIANTS = [name for name, variant in VARIANTS.items() if not variant.is_base]
+BENCHMARKS_RUN = [name for name in config["benchmarks"] if name not in NOT_RUN]
+# Benchmarks scored by lm-evaluation-harness (rule evaluate); judged ones have their own rules.
+HARNESS_BENCHMARKS = [name for name in BENCHMARKS_RUN if not BENCHMARKS[name].judged]
 
 
 wildcard_constraints:
@@ -64,12 +70,18 @@ def benchmark_settings(benchmark):
     return config["benchmarks"][benchmark]
 
 
+def alternatives(names):
+    """A wildcard pattern matching exactly these names; one that matches nothing when there are none."""
+    return "|".join(map(re.escape, names)) if names else "(?!)"
+
+
 def run_files(wildcards=None):
     """Every per-run result file: runs that would repeat identical scores are computed once."""
     files = []
     for model in MODELS:
         for variant in VARIANTS:
-            for benchmark, settings in config["benchmarks"].items():
+            for benchmark in BENCHMARKS_RUN:
+                settings = config["benchmarks"][benchmark]
                 for run in range(1, effective_runs(benchmark, settings, config["runs"]) + 1):
                     files.append(f"evaluation_results/runs/{model}/{variant}/{benchmark}/run{run}.json")
     return files

@@ -12,15 +12,22 @@ rule benchmark_data:
             else ""
         ),
         seed=config["seed"],
+        data=lambda wildcards: (
+            f"--data {shlex.quote(str(benchmark_settings(wildcards.benchmark)['data']))}"
+            if benchmark_settings(wildcards.benchmark).get("data")
+            else ""
+        ),
     log:
         "logs/benchmark_data/{benchmark}.log",
     shell:
         "quant-eval benchmark-data --benchmark {wildcards.benchmark} {params.limit}"
         " --seed {params.seed} --test-output {output.test} --fewshot-output {output.fewshot}"
-        " > {log} 2>&1"
+        " {params.data} > {log} 2>&1"
 
 
 rule evaluate:
+    wildcard_constraints:
+        benchmark=alternatives(HARNESS_BENCHMARKS),
     input:
         model=model_file,
         test="benchmark_data/{benchmark}.test.jsonl",

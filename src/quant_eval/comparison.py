@@ -23,12 +23,16 @@ def build_comparison(
     base_infos: dict[str, Path],
     audits: dict[tuple[str, str], Path],
     run_files: Sequence[Path],
+    not_run: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return quantization_comparison.json's content (format: docs/results-format.md).
 
     `base_infos` maps model -> its base-model record, `audits` maps (model, variant) -> its
-    tensor audit (the base model's included).
+    tensor audit (the base model's included). `not_run` maps each optional benchmark that
+    was skipped to the reason. Items a judge left unscored (score null) are left out of
+    `scores` and counted in the benchmark's `unparsed`.
     """
+    not_run = not_run or {}
     models = {}
     for model, path in base_infos.items():
         info = _read_json(path)
@@ -53,12 +57,20 @@ def build_comparison(
     scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
     runs_seen: dict[str, set[int]] = {}
     n_items: dict[str, int] = {}
+    unparsed: dict[str, dict[str, dict[str, int]]] = {}
+    judges: dict[str, dict[str, Any]] = {}
     for path in sorted(run_files):
         run = _read_json(path)
         benchmark = run["benchmark"]
         items = scores.setdefault(run["model"], {}).setdefault(run["variant"], {}).setdefault(benchmark, {})
         for item in run["items"]:
+            if item["score"] is None:
+                counts = unparsed.setdefault(benchmark, {}).setdefault(run["model"], {})
+                counts[run["variant"]] = counts.get(run["variant"], 0) + 1
+                continue
             items.setdefault(item["id"], []).append((run["run"], item["score"]))
+        if "judge" in run:
+            _check_same_judge(judges, benchmark, run["judge"], path)
         runs_seen.setdefault(benchmark, set()).add(run["run"])
         n_items[benchmark] = run["n_items"]
 
@@ -71,17 +83,34 @@ def build_comparison(
 
     benchmarks = {}
     for name in config["benchmarks"]:
+        if name in not_run:
+            continue
         benchmark = get_benchmark(name)
         benchmarks[name] = {
             "metric": benchmark.metric,
             "n_items": n_items.get(name, 0),
             "runs": len(runs_seen.get(name, ())),
-            "score_kind": "binary",
+            "score_kind": benchmark.score_kind,
         }
+        if benchmark.judged:
+            benchmarks[name]["judge"] = judges.get(name)
+            benchmarks[name]["unparsed"] = unparsed.get(name, {})
     return {
         "reference": config.get("reference", BASE_VARIANT),
         "models": models,
         "variants": variants,
         "benchmarks": benchmarks,
+        "not_run": dict(not_run),
         "scores": scores,
     }
+
+
+def _check_same_judge(judges: dict[str, dict[str, Any]], benchmark: str, judge: dict[str, Any], path: Path) -> None:
+    """Record the benchmark's judge; raise when run files of one benchmark were judged differently."""
+    known = judges.setdefault(benchmark, judge)
+    if known != judge:
+        raise InvalidDataError(
+            f"{path} was judged by {judge.get('name')!r} ({judge.get('model')}, prompt {judge.get('prompt_version')}) "
+            f"but other {benchmark} run files by {known.get('name')!r} ({known.get('model')}, prompt "
+            f"{known.get('prompt_version')}); delete the stale run files and run the workflow again"
+        )

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .formats import format_level
+from .notes import benchmark_notes
 from .results import ResultIndex, _write_text
 from .sections import (
     FALLBACK_EXPLANATION,
@@ -34,6 +35,9 @@ def report_intro(index: ResultIndex) -> str:
 def analysis_markdown(index: ResultIndex) -> str:
     """Return the analysis report as markdown."""
     lines = ["# Quantization analysis report", "", report_intro(index), ""]
+    notes = benchmark_notes(index)
+    if notes:
+        lines += [*notes, ""]
     for model in index.models():
         caveat = grid_limited_caveat(index, model)
         lines += [f"## Model {code(model)}", ""]

@@ -3,10 +3,14 @@
 The tiny model borrows the real tokenizer of the embedded SmolLM2 model, so llama.cpp
 loads and tokenizes with it like any model; its weights are random, so its scores only
 serve to check the machinery, never as results.
+
+The ELYZA-tasks-100 tests read the data from ../shared beside the checkout (or the folder
+in QUANT_EVAL_SHARED_DIR), because the project itself holds no copy of it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,8 @@ from quant_eval.base_model import resolve_source
 
 REPO = Path(__file__).resolve().parents[1]
 EMBEDDED_SOURCE = "embedded:smollm2-135m-instruct"
+SHARED = Path(os.environ.get("QUANT_EVAL_SHARED_DIR", REPO.parent / "shared"))
+ELYZA_DATA = SHARED / "data" / "elyza-tasks-100" / "dataset.jsonl"
 
 
 def write_tiny_llama(path: Path, hidden: int = 256, ffn: int = 512, layers: int = 2,
@@ -80,3 +86,12 @@ def tiny_model(tmp_path_factory) -> Path:
 def tiny_model_odd_rows(tmp_path_factory) -> Path:
     """A tiny F16 llama with hidden size 320, not a multiple of the K-quant block size 256."""
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-odd-f16.gguf", hidden=320, ffn=512)
+
+
+@pytest.fixture(scope="session")
+def elyza_data() -> Path:
+    """The ELYZA-tasks-100 test split as JSONL, fields input_text/output_text/eval_aspect."""
+    if not ELYZA_DATA.is_file():
+        pytest.fail(f"{ELYZA_DATA} not found: put the ELYZA-tasks-100 copy in ../shared beside the "
+                    "checkout, or set QUANT_EVAL_SHARED_DIR to the folder that holds data/")
+    return ELYZA_DATA

@@ -44,20 +44,8 @@ from quant_eval.reporting.notes import benchmark_notes
 from quant_eval.reporting.results import ResultIndex
 from quant_eval.statistics import analyze
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("QUANT_EVAL_SHARED_DIR", REPO.parent / "shared"))
-ELYZA_DATA = SHARED / "data" / "elyza-tasks-100" / "dataset.jsonl"
-
 API_KEY = "sk-test-4f1c9d2e-not-a-real-key"
 KEY_VARIABLE = "QUANT_EVAL_TEST_JUDGE_KEY"
-
-
-@pytest.fixture(scope="module")
-def elyza_data() -> Path:
-    if not ELYZA_DATA.is_file():
-        pytest.fail(f"{ELYZA_DATA} not found: put the ELYZA-tasks-100 copy in ../shared beside the "
-                    "checkout, or set QUANT_EVAL_SHARED_DIR to the folder that holds data/")
-    return ELYZA_DATA
 
 
 def raw_records(path: Path, count: int) -> list[dict]:

@@ -68,7 +68,7 @@ def normalize_tasks(records: list[dict[str, Any]], source: str) -> list[dict[str
     if len(tasks) != N_TASKS:
         # NOTE: a copy with a different number of tasks is read anyway, but its ids no longer
         # match the ids of runs made from the full test split.
-        logger.warning("%s holds %d tasks; the ELYZA-tasks-100 test split has %d", source, len(tasks), N_TASKS)
+        logger.warning("%s contains %d tasks; the ELYZA-tasks-100 test split has %d", source, len(tasks), N_TASKS)
     return tasks
 
 

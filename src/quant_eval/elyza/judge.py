@@ -225,7 +225,7 @@ def build_judge(settings: dict[str, Any], threads: int) -> tuple[Judge, dict[str
 # ----------------------------------------------------------------------- the judging stage
 
 def judge_item(judge: Judge, prompt: str, attempts: int, seed: int) -> dict[str, Any]:
-    """Ask the judge up to `attempts` times until its text holds a score; keep every text."""
+    """Ask the judge up to `attempts` times until its text contains a score; keep every text."""
     texts = []
     score = None
     for attempt in range(attempts):

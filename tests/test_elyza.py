@@ -40,6 +40,7 @@ from quant_eval.elyza.judge import (
 )
 from quant_eval.errors import ConfigError, InvalidDataError
 from quant_eval.files import write_json
+from quant_eval.reporting import write_analysis_report, write_methodology
 from quant_eval.reporting.notes import benchmark_notes
 from quant_eval.reporting.results import ResultIndex
 from quant_eval.statistics import analyze
@@ -389,6 +390,18 @@ def test_compare_reads_judged_runs(judged_run, answers_file, tmp_path):
     assert "`tiny`/`q8_0` 1" in notes
     assert "ELYZA-tasks-100 by ELYZA, Inc., licensed under CC BY-SA 4.0" in notes
     assert "CC BY-SA 4.0" in ATTRIBUTION
+
+    config.update(runs=1, seed=3, benchmarks={"elyza_tasks_100": {"limit": 2, "temperature": 0.0}},
+                  imatrix={"calibration": ["a.txt"], "context": 64, "chunks": 1, "batch_size": 64})
+    write_analysis_report(config, comparison, analysis, tmp_path / "report.md")
+    write_methodology(config, comparison, analysis, tmp_path / "methodology.md")
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    methodology = (tmp_path / "methodology.md").read_text(encoding="utf-8")
+    assert "| `base` | 3.000 [" in report
+    assert "`gsm8k` was not run: hand-written reason." in report
+    assert "ELYZA-tasks-100 by ELYZA, Inc., licensed under CC BY-SA 4.0" in report
+    assert "Metric: `judge_score` (graded), the judge model's score from 1 to 5" in methodology
+    assert "ELYZA-tasks-100 by ELYZA, Inc., licensed under CC BY-SA 4.0" in methodology
 
 
 def test_compare_rejects_mixed_judges(answers_file, tmp_path):

@@ -404,6 +404,32 @@ def test_compare_reads_judged_runs(judged_run, answers_file, tmp_path):
     assert "ELYZA-tasks-100 by ELYZA, Inc., licensed under CC BY-SA 4.0" in methodology
 
 
+def write_verdicts(answers: dict, folder: Path, runs: dict[int, list[int | None]]) -> list[Path]:
+    identity = {"name": "hand", "backend": "openai", "model": "m", "prompt_version": PROMPT_VERSION}
+    paths = []
+    for run, scores in runs.items():
+        paths.append(folder / f"run{run}.json")
+        write_json(verdict_record({**answers, "run": run}, hand_verdicts(answers, scores), identity, 3), paths[-1])
+    return paths
+
+
+def test_compare_drops_items_unparsed_in_a_run(answers_file, tmp_path):
+    answers = json.loads(answers_file.read_text(encoding="utf-8"))
+    runs = write_verdicts(answers, tmp_path, {1: [5, 2], 2: [4, None]})
+    config = {"models": {}, "quantizations": ["q8_0"], "benchmarks": {"elyza_tasks_100": {}}}
+    comparison = build_comparison(config, {}, {}, runs)
+    assert comparison["scores"]["tiny"]["base"]["elyza_tasks_100"] == {"elyza-tasks-100-000": [5, 4]}
+    assert comparison["benchmarks"]["elyza_tasks_100"]["unparsed"] == {"tiny": {"base": 1}}
+
+
+def test_compare_rejects_judge_without_scores(answers_file, tmp_path):
+    answers = json.loads(answers_file.read_text(encoding="utf-8"))
+    runs = write_verdicts(answers, tmp_path, {1: [None, None]})
+    config = {"models": {}, "quantizations": ["q8_0"], "benchmarks": {"elyza_tasks_100": {}}}
+    with pytest.raises(InvalidDataError, match=r"gave no parseable score to any answer of tiny/base .*2 unparsed"):
+        build_comparison(config, {}, {}, runs)
+
+
 def test_compare_rejects_mixed_judges(answers_file, tmp_path):
     answers = json.loads(answers_file.read_text(encoding="utf-8"))
     runs = []

@@ -81,6 +81,9 @@ def build_comparison(
                 for item_id, pairs in items.items():
                     items[item_id] = [score for _, score in sorted(pairs)]
 
+    for benchmark, counts in unparsed.items():
+        _drop_incomplete_items(scores, benchmark, counts, judges.get(benchmark, {}))
+
     benchmarks = {}
     for name in config["benchmarks"]:
         if name in not_run:
@@ -114,3 +117,24 @@ def _check_same_judge(judges: dict[str, dict[str, Any]], benchmark: str, judge: 
             f"but other {benchmark} run files by {known.get('name')!r} ({known.get('model')}, prompt "
             f"{known.get('prompt_version')}); delete the stale run files and run the workflow again"
         )
+
+
+def _drop_incomplete_items(scores: dict[str, Any], benchmark: str, unparsed: dict[str, dict[str, int]],
+                           judge: dict[str, Any]) -> None:
+    """Keep only the items scored in every run of their variant, as the statistics need.
+
+    An item whose verdict was unparsed in one run is left out of its variant's scores for
+    all runs. Raise InvalidDataError when a variant keeps no item at all.
+    """
+    for model, counts in unparsed.items():
+        for variant in counts:
+            items = scores[model][variant][benchmark]
+            n_runs = max((len(runs) for runs in items.values()), default=0)
+            for item_id in [i for i, runs in items.items() if len(runs) < n_runs]:
+                del items[item_id]
+            if not items:
+                raise InvalidDataError(
+                    f"the judge {judge.get('name')!r} gave no parseable score to any answer of {model}/{variant} "
+                    f"on {benchmark} ({counts[variant]} unparsed verdicts; their texts are in the run files); "
+                    f"configure a judge that follows the prompt (benchmarks.{benchmark}.judge) and run again"
+                )

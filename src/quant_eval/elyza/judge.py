@@ -3,7 +3,8 @@
 The judge is an OpenAI-compatible chat endpoint or a local GGUF run by llama-cpp-python.
 Every verdict keeps the judge's raw text. A verdict without a parseable score is asked
 again, up to `attempts` times, and then recorded with `parsed: false` and `score: null`:
-such items are left out of the mean and of the statistics, and counted in the reports.
+such items are left out of the mean and of the statistics (quant_eval.comparison), and
+counted in the reports.
 """
 
 from __future__ import annotations

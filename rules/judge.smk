@@ -2,27 +2,6 @@
 # scored by a judge model in a stage of their own, so that a change of the judge
 # configuration re-runs only the judging.
 
-JUDGED = "elyza_tasks_100"
-GENERATION_KEYS = ("temperature", "max_tokens")
-
-
-def generation_settings(wildcards=None):
-    settings = benchmark_settings(JUDGED)
-    return {key: settings[key] for key in GENERATION_KEYS if key in settings}
-
-
-def judge_settings(wildcards=None):
-    return benchmark_settings(JUDGED)["judge"]
-
-
-def judge_model_input(wildcards):
-    """The GGUF file of a local judge, so that replacing it re-runs the judging."""
-    if judge_settings()["backend"] == "llama_cpp":
-        from quant_eval.elyza.judge import judge_model_path
-
-        return [str(judge_model_path(judge_settings()))]
-    return []
-
 
 rule generate_answers:
     input:

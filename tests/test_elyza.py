@@ -332,6 +332,14 @@ def test_unset_key_variable_fails(answers_file, judge_server, tmp_path, monkeypa
         judge_answers(answers_file, endpoint_judge(judge_server), threads=1, output=tmp_path / "run1.json")
 
 
+def test_greedy_local_judge_asked_once(answers_file, tiny_model, tmp_path):
+    settings = {"name": "tiny-local", "backend": "llama_cpp", "model": str(tiny_model), "temperature": 0.0,
+                "max_tokens": 8, "attempts": 3}
+    run = judge_answers(answers_file, settings, threads=1, output=tmp_path / "run1.json")
+    assert [item["attempts"] for item in run["items"]] == [1, 1]
+    assert run["n_unparsed"] == 2
+
+
 def test_local_gguf_judge(answers_file, tiny_model, tmp_path):
     settings = {"name": "tiny-local", "backend": "llama_cpp", "model": str(tiny_model), "temperature": 0.8,
                 "max_tokens": 16, "attempts": 3, "context": 4096}

@@ -94,6 +94,9 @@ def parse_score(text: str) -> int | None:
 # ----------------------------------------------------------------------- judges
 
 class Judge(Protocol):
+    # True when a repeated request returns the same text, so a retry cannot help.
+    deterministic: bool
+
     def complete(self, prompt: str, seed: int) -> str:
         """Return the judge's text for one prompt."""
 
@@ -108,6 +111,8 @@ class OpenAIJudge:
     temperature: float
     max_tokens: int
     timeout: float
+    # Endpoints need not be deterministic even at temperature 0 (batching, seeds ignored).
+    deterministic: bool = False
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         url = self.base_url.rstrip("/") + "/chat/completions"
@@ -159,6 +164,8 @@ class LlamaCppJudge:
         self.model = load_chat_model(model_path, context, threads, seed=0)
         self.temperature = temperature
         self.max_tokens = max_tokens
+        # Greedy decoding of the same prompt gives the same text, whatever the seed.
+        self.deterministic = temperature == 0
 
     def complete(self, prompt: str, seed: int) -> str:
         try:
@@ -226,10 +233,13 @@ def build_judge(settings: dict[str, Any], threads: int) -> tuple[Judge, dict[str
 # ----------------------------------------------------------------------- the judging stage
 
 def judge_item(judge: Judge, prompt: str, attempts: int, seed: int) -> dict[str, Any]:
-    """Ask the judge up to `attempts` times until its text contains a score; keep every text."""
+    """Ask the judge up to `attempts` times until its text contains a score; keep every text.
+
+    A deterministic judge is asked once: a retry would return the same text.
+    """
     texts = []
     score = None
-    for attempt in range(attempts):
+    for attempt in range(1 if judge.deterministic else attempts):
         text = judge.complete(prompt, request_seed(seed, 0, attempt))
         texts.append(text)
         score = parse_score(text)

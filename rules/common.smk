@@ -70,6 +70,12 @@ def benchmark_settings(benchmark):
     return config["benchmarks"][benchmark]
 
 
+def benchmark_data_file(benchmark):
+    """The local data file a benchmark reads, as a list; empty for data shipped in PyPI packages."""
+    data = benchmark_settings(benchmark).get("data")
+    return [str(data)] if data else []
+
+
 def alternatives(names):
     """A wildcard pattern matching exactly these names; one that matches nothing when there are none."""
     return "|".join(map(re.escape, names)) if names else "(?!)"

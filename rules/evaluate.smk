@@ -2,6 +2,9 @@
 
 
 rule benchmark_data:
+    input:
+        # A local data file (ELYZA-tasks-100), so that a changed file re-writes the subset.
+        data=lambda wildcards: benchmark_data_file(wildcards.benchmark),
     output:
         test="benchmark_data/{benchmark}.test.jsonl",
         fewshot="benchmark_data/{benchmark}.fewshot.jsonl",
@@ -12,10 +15,8 @@ rule benchmark_data:
             else ""
         ),
         seed=config["seed"],
-        data=lambda wildcards: (
-            f"--data {shlex.quote(str(benchmark_settings(wildcards.benchmark)['data']))}"
-            if benchmark_settings(wildcards.benchmark).get("data")
-            else ""
+        data=lambda wildcards: " ".join(
+            f"--data {shlex.quote(path)}" for path in benchmark_data_file(wildcards.benchmark)
         ),
     log:
         "logs/benchmark_data/{benchmark}.log",

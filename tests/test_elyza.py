@@ -42,6 +42,7 @@ from quant_eval.errors import ConfigError, InvalidDataError
 from quant_eval.files import write_json
 from quant_eval.reporting import write_analysis_report, write_methodology
 from quant_eval.reporting.notes import benchmark_notes
+from quant_eval.reporting.sections import escape_markdown
 from quant_eval.reporting.results import ResultIndex
 from quant_eval.statistics import analyze
 
@@ -430,12 +431,19 @@ def test_compare_drops_items_unparsed_in_a_run(answers_file, tmp_path):
     assert comparison["benchmarks"]["elyza_tasks_100"]["unparsed"] == {"tiny": {"base": 1}}
 
 
-def test_compare_rejects_judge_without_scores(answers_file, tmp_path):
+def test_compare_judge_without_scores_reported(answers_file, tmp_path):
     answers = json.loads(answers_file.read_text(encoding="utf-8"))
     runs = write_verdicts(answers, tmp_path, {1: [None, None]})
+    other = write_verdicts({**answers, "variant": "q8_0"}, tmp_path / "q8_0", {1: [3, 4]})
     config = {"models": {}, "quantizations": ["q8_0"], "benchmarks": {"elyza_tasks_100": {}}}
-    with pytest.raises(InvalidDataError, match=r"gave no parseable score to any answer of tiny/base .*2 unparsed"):
-        build_comparison(config, {}, {}, runs)
+    comparison = build_comparison(config, {}, {}, runs + other)
+    reason = comparison["not_scored"]["elyza_tasks_100"]
+    assert reason.startswith("the judge 'hand' gave no parseable score to any answer of tiny/base (2 unparsed")
+    assert comparison["benchmarks"] == {}
+    assert comparison["scores"] == {"tiny": {"base": {}, "q8_0": {}}}
+    notes = benchmark_notes(ResultIndex.build(comparison, analyze(comparison)))
+    assert notes[0] == f"- `elyza_tasks_100` has no scores: {escape_markdown(reason)}."
+    assert "CC BY-SA 4.0" in notes[1]
 
 
 def test_compare_rejects_mixed_judges(answers_file, tmp_path):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 from .benchmarks import get_benchmark
 from .config import BASE_VARIANT, list_variants
 from .errors import InvalidDataError
+
+logger = logging.getLogger(__name__)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -30,7 +33,8 @@ def build_comparison(
     `base_infos` maps model -> its base-model record, `audits` maps (model, variant) -> its
     tensor audit (the base model's included). `not_run` maps each optional benchmark that
     was skipped to the reason. Items a judge left unscored (score null) are left out of
-    `scores` and counted in the benchmark's `unparsed`.
+    `scores` and counted in the benchmark's `unparsed`; a judged benchmark with a variant
+    that has no scored item at all moves to `not_scored`, with the reason.
     """
     not_run = not_run or {}
     models = {}
@@ -81,12 +85,19 @@ def build_comparison(
                 for item_id, pairs in items.items():
                     items[item_id] = [score for _, score in sorted(pairs)]
 
+    not_scored = {}
     for benchmark, counts in unparsed.items():
-        _drop_incomplete_items(scores, benchmark, counts, judges.get(benchmark, {}))
+        reason = _drop_incomplete_items(scores, benchmark, counts, judges.get(benchmark, {}))
+        if reason is not None:
+            logger.warning("benchmark %s has no scores: %s", benchmark, reason)
+            not_scored[benchmark] = reason
+            for variants_scores in scores.values():
+                for benchmarks in variants_scores.values():
+                    benchmarks.pop(benchmark, None)
 
     benchmarks = {}
     for name in config["benchmarks"]:
-        if name in not_run:
+        if name in not_run or name in not_scored:
             continue
         benchmark = get_benchmark(name)
         benchmarks[name] = {
@@ -104,6 +115,7 @@ def build_comparison(
         "variants": variants,
         "benchmarks": benchmarks,
         "not_run": dict(not_run),
+        "not_scored": not_scored,
         "scores": scores,
     }
 
@@ -120,11 +132,11 @@ def _check_same_judge(judges: dict[str, dict[str, Any]], benchmark: str, judge: 
 
 
 def _drop_incomplete_items(scores: dict[str, Any], benchmark: str, unparsed: dict[str, dict[str, int]],
-                           judge: dict[str, Any]) -> None:
+                           judge: dict[str, Any]) -> str | None:
     """Keep only the items scored in every run of their variant, as the statistics need.
 
     An item whose verdict was unparsed in one run is left out of its variant's scores for
-    all runs. Raise InvalidDataError when a variant keeps no item at all.
+    all runs. Return why the benchmark has no result when a variant keeps no item at all.
     """
     for model, counts in unparsed.items():
         for variant in counts:
@@ -133,8 +145,9 @@ def _drop_incomplete_items(scores: dict[str, Any], benchmark: str, unparsed: dic
             for item_id in [i for i, runs in items.items() if len(runs) < n_runs]:
                 del items[item_id]
             if not items:
-                raise InvalidDataError(
+                return (
                     f"the judge {judge.get('name')!r} gave no parseable score to any answer of {model}/{variant} "
-                    f"on {benchmark} ({counts[variant]} unparsed verdicts; their texts are in the run files); "
-                    f"configure a judge that follows the prompt (benchmarks.{benchmark}.judge) and run again"
+                    f"({counts[variant]} unparsed verdicts; their texts are in the run files); configure a "
+                    f"judge that follows the prompt in benchmarks.{benchmark}.judge"
                 )
+    return None

@@ -285,7 +285,8 @@ def judge_answers(answers_file: Path, settings: dict[str, Any], threads: int, ou
         prompt = render_prompt(template, answer)
         verdict = judge_item(judge, prompt, attempts, request_seed(answers["seed"], index))
         if not verdict["parsed"]:
-            logger.warning("item %s: no score in %d judge outputs; recorded as unparsed", answer["id"], attempts)
+            logger.warning("item %s: no score in %d judge outputs; recorded as unparsed", answer["id"],
+                           verdict["attempts"])
         items.append({
             "id": answer["id"],
             "prompt": answer["input"],

@@ -26,6 +26,10 @@ def benchmark_notes(index: ResultIndex) -> list[str]:
     lines = []
     for name, reason in sorted(index.comparison.get("not_run", {}).items()):
         lines.append(f"- {code(name)} was not run: {escape_markdown(reason)}.")
+    for name, reason in sorted(index.comparison.get("not_scored", {}).items()):
+        lines.append(f"- {code(name)} has no scores: {escape_markdown(reason)}.")
+        if name in ATTRIBUTIONS:
+            lines.append(f"- {code(name)}: {ATTRIBUTIONS[name]}")
     for name, info in index.benchmarks().items():
         judge = info.get("judge")
         if judge:

@@ -42,6 +42,7 @@ from quant_eval.errors import ConfigError, InvalidDataError
 from quant_eval.files import write_json
 from quant_eval.reporting import write_analysis_report, write_methodology
 from quant_eval.reporting.notes import benchmark_notes
+from quant_eval.reporting.scorecard import scorecard_markdown
 from quant_eval.reporting.sections import escape_markdown
 from quant_eval.reporting.results import ResultIndex
 from quant_eval.statistics import analyze
@@ -411,6 +412,9 @@ def test_compare_reads_judged_runs(judged_run, answers_file, tmp_path):
     assert "ELYZA-tasks-100 by ELYZA, Inc., licensed under CC BY-SA 4.0" in report
     assert "Metric: `judge_score` (graded), the judge model's score from 1 to 5" in methodology
     assert "ELYZA-tasks-100 by ELYZA, Inc., licensed under CC BY-SA 4.0" in methodology
+    scorecard = scorecard_markdown(config, ResultIndex.build(comparison, analysis), "charts")
+    assert "`gsm8k` was not run: hand-written reason." in scorecard
+    assert "ELYZA-tasks-100 by ELYZA, Inc., licensed under CC BY-SA 4.0" in scorecard
 
 
 def write_verdicts(answers: dict, folder: Path, runs: dict[int, list[int | None]]) -> list[Path]:

@@ -26,8 +26,8 @@ ELYZA_DATA = SHARED / "data" / "elyza-tasks-100" / "dataset.jsonl"
 
 
 def write_tiny_llama(path: Path, hidden: int = 256, ffn: int = 512, layers: int = 2,
-                     dtype: type = np.float16, seed: int = 0) -> Path:
-    """Write a random-weight llama GGUF with the embedded model's tokenizer."""
+                     dtype: type = np.float16, seed: int = 0, chat_template: bool = True) -> Path:
+    """Write a random-weight llama GGUF with the embedded model's tokenizer (and its chat template)."""
     tokenizer = GGUFReader(resolve_source(EMBEDDED_SOURCE))
     rng = np.random.default_rng(seed)
     heads, kv_heads = 4, 2
@@ -48,6 +48,8 @@ def write_tiny_llama(path: Path, hidden: int = 256, ffn: int = 512, layers: int 
     writer.add_vocab_size(vocab)
     writer.add_file_type(LlamaFileType.MOSTLY_F16 if dtype == np.float16 else LlamaFileType.ALL_F32)
     for field in tokenizer.fields.values():
+        if field.name == "tokenizer.chat_template" and not chat_template:
+            continue
         if field.name.startswith("tokenizer."):
             value_type = field.types[0]
             sub_type = field.types[-1] if value_type == GGUFValueType.ARRAY else None
@@ -86,6 +88,12 @@ def tiny_model(tmp_path_factory) -> Path:
 def tiny_model_odd_rows(tmp_path_factory) -> Path:
     """A tiny F16 llama with hidden size 320, not a multiple of the K-quant block size 256."""
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-odd-f16.gguf", hidden=320, ffn=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_without_chat_template(tmp_path_factory) -> Path:
+    """The tiny F16 llama without `tokenizer.chat_template`, like many base-model GGUFs."""
+    return write_tiny_llama(tmp_path_factory.mktemp("models") / "no-template.gguf", chat_template=False)
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,8 @@ from quant_eval.elyza.judge import (
     render_prompt,
     verdict_record,
 )
-from quant_eval.errors import ConfigError, InvalidDataError
+from quant_eval.elyza.chat import load_chat_model
+from quant_eval.errors import ConfigError, InvalidDataError, InvalidModelError
 from quant_eval.files import write_json
 from quant_eval.reporting import write_analysis_report, write_methodology
 from quant_eval.reporting.notes import benchmark_notes
@@ -220,6 +221,11 @@ def test_answer_independent_of_other_items(answers_file, tiny_model, tmp_path):
                                  output=tmp_path / "other.json", labels={})
     assert again["items"][0]["output"] == item["output"]  # sampled at temperature 0.7 with the item's own seed
     assert other_run["items"][0]["output"] != item["output"]
+
+
+def test_model_without_chat_template_rejected(tiny_model_without_chat_template):
+    with pytest.raises(InvalidModelError, match="no-template.gguf has no chat template"):
+        load_chat_model(tiny_model_without_chat_template, context=256, threads=1, seed=0)
 
 
 def free_port() -> int:

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from snakemake.utils import validate
 # The package is normally installed (make setup); the path also covers a plain checkout.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from quant_eval.benchmarks import BENCHMARKS, effective_runs
+from quant_eval.benchmarks import BENCHMARKS, effective_runs, unavailable_benchmarks
 from quant_eval.config import (
     BASE_VARIANT,
     check_config,
@@ -31,6 +32,8 @@ try:
     validate(config, schema=str(SCHEMA), set_default=True)
     check_config(config, BENCHMARKS, quantization_types())
     check_input_files(config)
+    # Optional benchmarks whose data is missing are dropped here; compare records why.
+    NOT_RUN = unavailable_benchmarks(config)
 except QuantEvalError as error:
     raise WorkflowError(str(error)) from None
 
@@ -38,6 +41,9 @@ except QuantEvalError as error:
 MODELS = list(config["models"])
 VARIANTS = {variant.name: variant for variant in list_variants(config)}
 QUANTIZED_VARIANTS = [name for name, variant in VARIANTS.items() if not variant.is_base]
+BENCHMARKS_RUN = [name for name in config["benchmarks"] if name not in NOT_RUN]
+# Benchmarks scored by lm-evaluation-harness (rule evaluate); judged ones have their own rules.
+HARNESS_BENCHMARKS = [name for name in BENCHMARKS_RUN if not BENCHMARKS[name].judged]
 
 
 wildcard_constraints:
@@ -65,15 +71,51 @@ def benchmark_settings(benchmark):
     return config["benchmarks"][benchmark]
 
 
+def benchmark_data_file(benchmark):
+    """The local data file a benchmark reads, as a list; empty for data shipped in PyPI packages."""
+    data = benchmark_settings(benchmark).get("data")
+    return [str(data)] if data else []
+
+
+def alternatives(names):
+    """A wildcard pattern matching exactly these names; one that matches nothing when there are none."""
+    return "|".join(map(re.escape, names)) if names else "(?!)"
+
+
 def run_files(wildcards=None):
     """Every per-run result file: runs that would repeat identical scores are computed once."""
     files = []
     for model in MODELS:
         for variant in VARIANTS:
-            for benchmark, settings in config["benchmarks"].items():
+            for benchmark in BENCHMARKS_RUN:
+                settings = config["benchmarks"][benchmark]
                 for run in range(1, effective_runs(benchmark, settings, config["runs"]) + 1):
                     files.append(f"evaluation_results/runs/{model}/{variant}/{benchmark}/run{run}.json")
     return files
+
+
+# The judged benchmark (rules/judge.smk): generation and judge settings kept apart, so
+# a judge change re-runs only the judging.
+JUDGED = "elyza_tasks_100"
+GENERATION_KEYS = ("temperature", "max_tokens")
+
+
+def generation_settings(wildcards=None):
+    settings = benchmark_settings(JUDGED)
+    return {key: settings[key] for key in GENERATION_KEYS if key in settings}
+
+
+def judge_settings(wildcards=None):
+    return benchmark_settings(JUDGED)["judge"]
+
+
+def judge_model_input(wildcards):
+    """The GGUF file of a local judge, so that replacing it re-runs the judging."""
+    if judge_settings()["backend"] == "llama_cpp":
+        from quant_eval.elyza.judge import judge_model_path
+
+        return [str(judge_model_path(judge_settings()))]
+    return []
 
 
 def audit_files(wildcards=None):

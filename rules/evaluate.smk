@@ -2,6 +2,9 @@
 
 
 rule benchmark_data:
+    input:
+        # A local data file (ELYZA-tasks-100), so that a changed file re-writes the subset.
+        data=lambda wildcards: benchmark_data_file(wildcards.benchmark),
     output:
         test="benchmark_data/{benchmark}.test.jsonl",
         fewshot="benchmark_data/{benchmark}.fewshot.jsonl",
@@ -12,15 +15,20 @@ rule benchmark_data:
             else ""
         ),
         seed=config["seed"],
+        data=lambda wildcards: " ".join(
+            f"--data {shlex.quote(path)}" for path in benchmark_data_file(wildcards.benchmark)
+        ),
     log:
         "logs/benchmark_data/{benchmark}.log",
     shell:
         "quant-eval benchmark-data --benchmark {wildcards.benchmark} {params.limit}"
         " --seed {params.seed} --test-output {output.test} --fewshot-output {output.fewshot}"
-        " > {log} 2>&1"
+        " {params.data} > {log} 2>&1"
 
 
 rule evaluate:
+    wildcard_constraints:
+        benchmark=alternatives(HARNESS_BENCHMARKS),
     input:
         model=model_file,
         test="benchmark_data/{benchmark}.test.jsonl",

@@ -12,11 +12,13 @@ rule compare:
         config=CONFIG_JSON,
         base_infos=" ".join(f"{model}=base_models/{model}.json" for model in MODELS),
         audits=" ".join(f"{key}={path}" for key, path in audit_files().items()),
+        not_run=json.dumps(NOT_RUN, sort_keys=True),
     log:
         "logs/compare.log",
     shell:
         "quant-eval compare --config {params.config:q} --base-infos {params.base_infos}"
-        " --audits {params.audits} --runs {input.runs} --output {output} > {log} 2>&1"
+        " --audits {params.audits} --runs {input.runs} --not-run {params.not_run:q}"
+        " --output {output} > {log} 2>&1"
 
 
 rule statistics:

@@ -3,10 +3,14 @@
 The tiny model borrows the real tokenizer of the embedded SmolLM2 model, so llama.cpp
 loads and tokenizes with it like any model; its weights are random, so its scores only
 serve to check the machinery, never as results.
+
+The ELYZA-tasks-100 tests read the data from ../shared beside the checkout (or the folder
+in QUANT_EVAL_SHARED_DIR), because the project itself holds no copy of it.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +21,13 @@ from quant_eval.base_model import resolve_source
 
 REPO = Path(__file__).resolve().parents[1]
 EMBEDDED_SOURCE = "embedded:smollm2-135m-instruct"
+SHARED = Path(os.environ.get("QUANT_EVAL_SHARED_DIR", REPO.parent / "shared"))
+ELYZA_DATA = SHARED / "data" / "elyza-tasks-100" / "dataset.jsonl"
 
 
 def write_tiny_llama(path: Path, hidden: int = 256, ffn: int = 512, layers: int = 2,
-                     dtype: type = np.float16, seed: int = 0) -> Path:
-    """Write a random-weight llama GGUF with the embedded model's tokenizer."""
+                     dtype: type = np.float16, seed: int = 0, chat_template: bool = True) -> Path:
+    """Write a random-weight llama GGUF with the embedded model's tokenizer (and its chat template)."""
     tokenizer = GGUFReader(resolve_source(EMBEDDED_SOURCE))
     rng = np.random.default_rng(seed)
     heads, kv_heads = 4, 2
@@ -42,6 +48,8 @@ def write_tiny_llama(path: Path, hidden: int = 256, ffn: int = 512, layers: int 
     writer.add_vocab_size(vocab)
     writer.add_file_type(LlamaFileType.MOSTLY_F16 if dtype == np.float16 else LlamaFileType.ALL_F32)
     for field in tokenizer.fields.values():
+        if field.name == "tokenizer.chat_template" and not chat_template:
+            continue
         if field.name.startswith("tokenizer."):
             value_type = field.types[0]
             sub_type = field.types[-1] if value_type == GGUFValueType.ARRAY else None
@@ -80,3 +88,18 @@ def tiny_model(tmp_path_factory) -> Path:
 def tiny_model_odd_rows(tmp_path_factory) -> Path:
     """A tiny F16 llama with hidden size 320, not a multiple of the K-quant block size 256."""
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-odd-f16.gguf", hidden=320, ffn=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_without_chat_template(tmp_path_factory) -> Path:
+    """The tiny F16 llama without `tokenizer.chat_template`, like many base-model GGUFs."""
+    return write_tiny_llama(tmp_path_factory.mktemp("models") / "no-template.gguf", chat_template=False)
+
+
+@pytest.fixture(scope="session")
+def elyza_data() -> Path:
+    """The ELYZA-tasks-100 test split as JSONL, fields input_text/output_text/eval_aspect."""
+    if not ELYZA_DATA.is_file():
+        pytest.fail(f"{ELYZA_DATA} not found: put the ELYZA-tasks-100 copy in ../shared beside the "
+                    "checkout, or set QUANT_EVAL_SHARED_DIR to the folder that holds data/")
+    return ELYZA_DATA

@@ -130,7 +130,7 @@ def test_check_config_unknown_benchmark():
 
     assert "unknown benchmark 'mmlu'" in message
     assert "config key 'benchmarks'" in message
-    assert "available benchmarks: arc_challenge, gsm8k" in message
+    assert "available benchmarks: arc_challenge, elyza_tasks_100, gsm8k" in message
 
 
 def test_check_config_unknown_type():
@@ -319,7 +319,7 @@ def test_schema_error_names_nested_key():
 
 def test_schema_unknown_benchmark_listed_first():
     config = {"models": {}, "quantizations": [], "benchmarks": {"mmlu": {}}, "runs": 0, "seed": 0}
-    with pytest.raises(ConfigError, match="unknown benchmark 'mmlu'.*available benchmarks: arc_challenge, gsm8k"):
+    with pytest.raises(ConfigError, match="unknown benchmark 'mmlu'.*available benchmarks: arc_challenge, elyza_tasks_100, gsm8k"):
         check_schema(config, SCHEMA_PATH, BENCHMARKS)
 
 

@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
-from .errors import InvalidDataError
+from .errors import ConfigError, InvalidDataError
 from .files import atomic_output
 from .package_data import package_file
 
@@ -56,6 +56,16 @@ class Benchmark:
     task_definition: ClassVar[str]  # its YAML file, relative to lm_eval/tasks/
     metric: ClassVar[str]  # the per-item score reported as the benchmark's score
     filter: ClassVar[str | None] = None  # the harness's filter whose answer is scored
+    score_kind: ClassVar[str] = "binary"  # "binary" (0 or 1) or "graded" (any real number)
+    judged: ClassVar[bool] = False  # scored by a judge model in its own stage, not by the harness
+
+    def with_data(self, path: Path) -> Benchmark:
+        """Return this benchmark reading its items from `path`."""
+        raise ConfigError(f"benchmark {self.name} reads its items from a PyPI package and takes no data path")
+
+    def unavailable_reason(self, settings: dict[str, Any]) -> str | None:
+        """Return why the benchmark's items cannot be read under `settings`, or None when they can."""
+        return None
 
     def load_items(self) -> list[dict[str, Any]]:
         """Return the evaluation items, each with a stable `id`, in the harness's schema."""
@@ -187,7 +197,42 @@ class ARCChallenge(Benchmark):
         return overrides
 
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (GSM8K(), ARCChallenge())}
+class ElyzaTasks100(Benchmark):
+    """ELYZA-tasks-100: 100 open-ended Japanese tasks, each answer scored 1 to 5 by a judge model.
+
+    Answers are generated with the model's chat template; a judge model scores each one
+    against the task's reference answer and grading notes (quant_eval.elyza). The data is
+    not shipped: it is read from the file in `data`, or from the Hugging Face hub.
+    """
+
+    name = "elyza_tasks_100"
+    task = "elyza_tasks_100"
+    task_definition = ""
+    metric = "judge_score"
+    score_kind = "graded"
+    judged = True
+
+    def __init__(self, data_path: Path | None = None) -> None:
+        self.data_path = data_path
+
+    def with_data(self, path: Path) -> Benchmark:
+        return ElyzaTasks100(Path(path))
+
+    def unavailable_reason(self, settings: dict[str, Any]) -> str | None:
+        from .elyza.data import unavailable_reason
+
+        return unavailable_reason(settings)
+
+    def load_items(self) -> list[dict[str, Any]]:
+        from .elyza.data import download_tasks, read_tasks
+
+        return read_tasks(self.data_path) if self.data_path is not None else download_tasks()
+
+    def runs_vary(self, settings: dict[str, Any]) -> bool:
+        return settings.get("temperature", 0.0) > 0
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (GSM8K(), ARCChallenge(), ElyzaTasks100())}
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -199,3 +244,24 @@ def get_benchmark(name: str) -> Benchmark:
 def effective_runs(name: str, settings: dict[str, Any], runs: int) -> int:
     """Return how many runs are computed: one when every run would give the same scores."""
     return runs if get_benchmark(name).runs_vary(settings) else 1
+
+
+def unavailable_benchmarks(config: dict[str, Any]) -> dict[str, str]:
+    """Return {benchmark: reason} for the optional benchmarks whose data cannot be read.
+
+    Raise ConfigError when a benchmark that is not marked `optional: true` cannot be read,
+    so the workflow stops at start-up instead of failing in a job.
+    """
+    reasons = {}
+    for name, settings in config["benchmarks"].items():
+        reason = get_benchmark(name).unavailable_reason(settings)
+        if reason is None:
+            continue
+        if not settings.get("optional", False):
+            raise ConfigError(
+                f"benchmark {name} cannot run: {reason}; or set benchmarks.{name}.optional to true "
+                "to skip it and say so in the reports"
+            )
+        logger.warning("benchmark %s is not run: %s", name, reason)
+        reasons[name] = reason
+    return reasons

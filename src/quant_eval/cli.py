@@ -125,11 +125,15 @@ def _quantize(args: argparse.Namespace) -> None:
     p.add_argument("--seed", type=int, required=True),
     p.add_argument("--test-output", type=Path, required=True),
     p.add_argument("--fewshot-output", type=Path, required=True),
+    p.add_argument("--data", type=Path, help="local data file, for benchmarks not shipped in a PyPI package"),
 ))
 def _benchmark_data(args: argparse.Namespace) -> None:
     from .benchmarks import get_benchmark
 
-    get_benchmark(args.benchmark).prepare(args.limit, args.seed, args.test_output, args.fewshot_output)
+    benchmark = get_benchmark(args.benchmark)
+    if args.data is not None:
+        benchmark = benchmark.with_data(args.data)
+    benchmark.prepare(args.limit, args.seed, args.test_output, args.fewshot_output)
 
 
 @command("evaluate", "run one benchmark once on one model file", lambda p: (
@@ -152,6 +156,37 @@ def _evaluate(args: argparse.Namespace) -> None:
              args.run, args.seed, args.context, args.threads, args.output, args.labels)
 
 
+@command("generate-answers", "answer a judged benchmark's items with the model's chat template", lambda p: (
+    p.add_argument("--model-file", type=Path, required=True),
+    p.add_argument("--settings", type=_json_argument, default={}, help="generation settings as JSON"),
+    p.add_argument("--test-data", type=Path, required=True),
+    p.add_argument("--run", type=_positive_int, required=True, help="run number, from 1"),
+    p.add_argument("--seed", type=int, required=True),
+    p.add_argument("--context", type=int, default=2048, help="context size in tokens"),
+    p.add_argument("--threads", type=int, default=1),
+    p.add_argument("--labels", type=_json_argument, default={}, help="JSON fields copied into the output (model, variant)"),
+    p.add_argument("--output", type=Path, required=True, help="answers file to write"),
+))
+def _generate_answers(args: argparse.Namespace) -> None:
+    from .elyza.generation import generate_answers
+
+    generate_answers(args.model_file, args.test_data, args.settings, args.run, args.seed, args.context,
+                     args.threads, args.output, args.labels)
+
+
+@command("judge-answers", "score an answers file with a judge model and write the per-run result", lambda p: (
+    p.add_argument("--answers", type=Path, required=True, help="answers file of generate-answers"),
+    p.add_argument("--judge", type=_json_argument, required=True,
+                   help="judge settings as JSON (the config's judge key; the API key comes from the environment)"),
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of a local judge"),
+    p.add_argument("--output", type=Path, required=True, help="per-run result file to write"),
+))
+def _judge_answers(args: argparse.Namespace) -> None:
+    from .elyza.judge import judge_answers
+
+    judge_answers(args.answers, args.judge, args.threads, args.output)
+
+
 @command("compare", "join all results into quantization_comparison.json", lambda p: (
     p.add_argument("--config", type=_json_argument, required=True, help="workflow configuration as JSON"),
     p.add_argument("--base-infos", nargs="+", type=_keyed_path, required=True, metavar="MODEL=PATH",
@@ -159,6 +194,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     p.add_argument("--audits", nargs="+", type=_keyed_path, required=True, metavar="MODEL/VARIANT=PATH",
                    help="tensor audits of every variant, the base included"),
     p.add_argument("--runs", nargs="+", type=Path, required=True, help="per-run result files"),
+    p.add_argument("--not-run", type=_json_argument, default={},
+                   help="JSON {benchmark: reason} of optional benchmarks skipped for want of data"),
     p.add_argument("--output", type=Path, required=True),
 ))
 def _compare(args: argparse.Namespace) -> None:
@@ -167,7 +204,7 @@ def _compare(args: argparse.Namespace) -> None:
 
     base_infos = dict(args.base_infos)
     audits = {tuple(key.split("/", 1)): path for key, path in args.audits}
-    write_json(build_comparison(args.config, base_infos, audits, args.runs), args.output)
+    write_json(build_comparison(args.config, base_infos, audits, args.runs, args.not_run), args.output)
 
 
 @command("statistics", "compute statistical_analysis.json from the comparison", lambda p: (

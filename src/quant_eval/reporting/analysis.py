@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .formats import format_level
+from .notes import benchmark_notes
 from .results import ResultIndex, _write_text
 from .sections import (
     FALLBACK_EXPLANATION,
@@ -38,6 +39,9 @@ def report_intro(index: ResultIndex) -> str:
 def analysis_markdown(index: ResultIndex, config: dict[str, Any] | None = None) -> str:
     """Return the analysis report as markdown; `config` supplies the benchmark limits for power warnings."""
     lines = ["# Quantization analysis report", "", report_intro(index), ""]
+    notes = benchmark_notes(index)
+    if notes:
+        lines += [*notes, ""]
     warnings = power_warnings(config or {}, index)
     if warnings:
         lines += ["## Power", "", *warnings, ""]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .formats import INTERVAL_METHODS, MISSING, format_level
+from .notes import benchmark_notes
 from .results import ResultIndex, _write_text
 from .sections import code, escape_markdown, grid_limited_caveat, markdown_table
 
@@ -18,6 +19,7 @@ METRIC_DESCRIPTIONS = {
     "exact_match": "1 when the answer extracted from the generated text equals the reference answer, else 0",
     "acc": "1 when the answer choice with the highest log-likelihood is the correct one, else 0",
     "acc_norm": "1 when the answer choice with the highest log-likelihood per character is the correct one, else 0",
+    "judge_score": "the judge model's score from 1 to 5 of the answer, given the reference answer and the grading notes",
 }
 
 
@@ -245,6 +247,7 @@ def methodology_markdown(config: dict[str, Any], index: ResultIndex) -> str:
         "## Benchmarks",
         "",
         *methodology_benchmarks(config, index),
+        *benchmark_notes(index),
         "",
         f"Configured runs per evaluation: {config['runs']}. A benchmark whose runs would all give "
         "the same scores (no sampling and no few-shot draw) is run once.",

@@ -37,6 +37,7 @@ from .sections import (
 )
 from .methodology import imatrix_settings, methodology_benchmarks, seed_statement, statistics_formulas
 from .analysis import report_intro
+from .notes import benchmark_notes
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,9 @@ def scorecard_markdown(config: dict[str, Any], index: ResultIndex, charts_relati
     }
     lines = ["---", yaml.safe_dump(metadata, allow_unicode=True, sort_keys=False).strip(), "---", ""]
     lines += ["# Introduction", "", report_intro(index), ""]
+    notes = benchmark_notes(index)
+    if notes:
+        lines += [*notes, ""]
     for model in index.models():
         caveat = grid_limited_caveat(index, model)
         if caveat:

@@ -14,6 +14,8 @@ rule compare:
         audits=" ".join(f"{key}={path}" for key, path in audit_files().items()),
     log:
         "logs/compare.log",
+    conda:
+        "../envs/report.yaml"
     shell:
         "quant-eval compare --config {params.config:q} --base-infos {params.base_infos}"
         " --audits {params.audits} --runs {input.runs} --output {output} > {log} 2>&1"
@@ -28,6 +30,8 @@ rule statistics:
         confidence_level=config["statistics"]["confidence_level"],
     log:
         "logs/statistics.log",
+    conda:
+        "../envs/report.yaml"
     shell:
         "quant-eval statistics --comparison {input} --confidence-level {params.confidence_level}"
         " --output {output} > {log} 2>&1"

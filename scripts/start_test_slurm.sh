@@ -2,10 +2,10 @@
 # Start a single-node Slurm cluster on this machine, for testing the Slurm profile:
 # munged, MariaDB, slurmdbd (so that sacct has job records), slurmctld and slurmd.
 #
-# Every daemon runs inside a private network namespace that holds only a loopback
-# interface, so nothing listens on the machine's real network (slurmctld cannot be bound
-# to one address by its configuration) and the default ports cannot clash with other
-# services. Clients must enter that namespace too: run them through
+# Every daemon runs inside a private network namespace that has only a loopback
+# interface. So nothing listens on the machine's real network, although slurmctld cannot
+# be bound to one address by its configuration, and the default ports cannot clash with
+# other services. Clients must enter that namespace too: run them through
 #
 #   scripts/slurm_test_env.sh sbatch ...      (or: nsenter --net=$STATE_DIR/netns ...)
 #
@@ -38,7 +38,7 @@ for command in unshare nsenter munged mariadbd mariadb-install-db slurmdbd slurm
 done
 
 mkdir -p "$STATE_DIR"
-chmod 711 "$STATE_DIR"  # munged wants its socket folder searchable by all
+chmod 700 "$STATE_DIR"
 cd "$STATE_DIR"
 mkdir -p log spool/slurmctld spool/slurmd mysql
 
@@ -77,14 +77,15 @@ if ! in_namespace ip -4 -o addr show dev lo | grep -q "192.0.2.1/32"; then
     in_namespace ip addr add 192.0.2.1/32 dev lo
 fi
 
-# munge: a key of our own and a socket inside the state folder.
+# munge: a key of our own, on munge's default socket, because slurmd asks slurmctld for
+# its configuration (see SlurmctldParameters below) before it can read AuthInfo.
 if [ ! -s munge.key ]; then
     dd if=/dev/urandom of=munge.key bs=1024 count=1 status=none
     chmod 400 munge.key
 fi
 if ! is_running munged.pid; then
-    # --force: munged refuses a socket under /tmp (world-writable) without it.
-    munged --force --socket="$STATE_DIR/munge.socket" --key-file="$STATE_DIR/munge.key" \
+    mkdir -p /run/munge
+    munged --key-file="$STATE_DIR/munge.key" \
         --pid-file="$STATE_DIR/munged.pid" --log-file="$STATE_DIR/log/munged.log" \
         --seed-file="$STATE_DIR/munged.seed"
 fi
@@ -108,7 +109,6 @@ SQL
 
 cat > slurmdbd.conf <<EOF
 AuthType=auth/munge
-AuthInfo=socket=$STATE_DIR/munge.socket
 DbdHost=localhost
 DbdAddr=127.0.0.1
 SlurmUser=root
@@ -132,7 +132,6 @@ SlurmctldHost=$NODE_NAME(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$STATE_DIR/munge.socket
 StateSaveLocation=$STATE_DIR/spool/slurmctld
 SlurmdSpoolDir=$STATE_DIR/spool/slurmd
 SlurmctldPidFile=$STATE_DIR/slurmctld.pid
@@ -146,8 +145,6 @@ TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/linux
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
-# Connections to slurmdbd authenticate through this munge socket, not AuthInfo's.
-AccountingStoragePass=$STATE_DIR/munge.socket
 AccountingStoreFlags=job_comment
 JobCompType=jobcomp/none
 SchedulerType=sched/backfill
@@ -156,6 +153,10 @@ SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
 MinJobAge=300
 MpiDefault=none
+# slurmd fetches this file from slurmctld and caches it, and slurmd links the cache at
+# /run/slurm/conf, where clients inside jobs find it without SLURM_CONF (the Snakemake
+# jobstep executor removes SLURM_* variables, SLURM_CONF included, before its srun).
+SlurmctldParameters=enable_configless
 NodeName=$NODE_NAME NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
 PartitionName=debug Nodes=$NODE_NAME Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -174,7 +175,7 @@ if ! is_running slurmctld.pid; then
     wait_for slurmctld 60 in_namespace scontrol ping
 fi
 if ! is_running slurmd.pid; then
-    in_namespace slurmd
+    env -u SLURM_CONF nsenter --net="$STATE_DIR/netns" slurmd --conf-server 127.0.0.1
 fi
 wait_for "node $NODE_NAME" 60 bash -c \
     "nsenter --net='$STATE_DIR/netns' sinfo --noheader --nodes='$NODE_NAME' --format=%t | grep -qx idle"

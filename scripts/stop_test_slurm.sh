@@ -35,4 +35,8 @@ done
 if mountpoint -q netns 2> /dev/null; then
     umount netns
 fi
+# slurmd's link to its cached configuration, when it points into this cluster's folder.
+if [ "$(readlink /run/slurm/conf 2> /dev/null)" = "$STATE_DIR/spool/slurmd/conf-cache" ]; then
+    rm /run/slurm/conf
+fi
 echo "Slurm test cluster in $STATE_DIR stopped."

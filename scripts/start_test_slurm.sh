@@ -100,7 +100,7 @@ if ! is_running mariadb.pid; then
         --socket="$STATE_DIR/mysql.sock" --pid-file="$STATE_DIR/mariadb.pid" \
         --bind-address=127.0.0.1 --port=$DB_PORT --log-error="$STATE_DIR/log/mariadb.log" \
         --innodb-buffer-pool-size=64M > /dev/null 2>&1 &
-    wait_for MariaDB 60 mariadb --no-defaults --socket="$STATE_DIR/mysql.sock" -e "SELECT 1"
+    wait_for MariaDB 120 mariadb --no-defaults --socket="$STATE_DIR/mysql.sock" -e "SELECT 1"
 fi
 mariadb --no-defaults --socket="$STATE_DIR/mysql.sock" <<SQL
 CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
@@ -165,19 +165,19 @@ export SLURM_CONF=$STATE_DIR/slurm.conf
 
 if ! is_running slurmdbd.pid; then
     in_namespace slurmdbd
-    wait_for slurmdbd 60 in_namespace sacctmgr --immediate list cluster
+    wait_for slurmdbd 120 in_namespace sacctmgr --immediate list cluster
 fi
 if ! in_namespace sacctmgr --noheader --parsable2 list cluster format=cluster | grep -qx "$CLUSTER_NAME"; then
     in_namespace sacctmgr --immediate add cluster "$CLUSTER_NAME" > /dev/null
 fi
 if ! is_running slurmctld.pid; then
     in_namespace slurmctld
-    wait_for slurmctld 60 in_namespace scontrol ping
+    wait_for slurmctld 120 in_namespace scontrol ping
 fi
 if ! is_running slurmd.pid; then
     env -u SLURM_CONF nsenter --net="$STATE_DIR/netns" slurmd --conf-server 127.0.0.1
 fi
-wait_for "node $NODE_NAME" 60 bash -c \
+wait_for "node $NODE_NAME" 120 bash -c \
     "nsenter --net='$STATE_DIR/netns' sinfo --noheader --nodes='$NODE_NAME' --format=%t | grep -qx idle"
 
 # An account that root may charge, so that jobs can name an account as on a site cluster.

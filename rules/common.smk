@@ -86,6 +86,11 @@ def audit_files(wildcards=None):
     return files
 
 
+def model_size_mb(path):
+    """File size in MB of an input, for sizing memory requests (0 before it exists)."""
+    return sizing.file_size(path) // 1_000_000
+
+
 # Threads of imatrix and quantization jobs when Snakemake has no core count, as on a
 # cluster (--executor slurm): profiles/slurm sets them per rule with set-threads.
 CLUSTER_THREADS = 8

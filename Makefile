@@ -1,7 +1,7 @@
 # Set-up, the main job and the tests. Each target installs what is missing first.
 #
 #   make scorecard   run the workflow on config/config.yaml to the PDF scorecard
-#   make test        run the test suite
+#   make test        run the test suite, the Slurm profile's test included
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +9,7 @@ CORES ?= $(shell nproc)
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup scorecard test test-fast clean
+.PHONY: setup scorecard test test-fast test-slurm clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ test: setup
 # Unit tests only: skips the workflow runs that take minutes.
 test-fast: setup
 	pytest -m "not workflow"
+
+# Only the Slurm profile's test: a one-node Slurm cluster on this machine (needs root).
+test-slurm: setup
+	pytest -m slurm
 
 clean:
 	rm -rf base_models calibration imatrix_data quantized_models benchmark_data \

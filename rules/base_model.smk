@@ -14,7 +14,10 @@ rule base_model:
     log:
         "logs/base_model/{model}.log",
     resources:
-        mem_mb=4000,
+        mem_mb=base_model_memory_mb,
+        runtime=30,
+    conda:
+        "../envs/quant-eval.yaml"
     shell:
         "quant-eval base-model --source {params.source:q} {params.dequantize}"
         " --output {output.model} --info {output.info} --audit {output.audit} > {log} 2>&1"

@@ -12,6 +12,8 @@ from snakemake.utils import validate
 # The package is normally installed (make setup); the path also covers a plain checkout.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from quant_eval import resources as sizing
+from quant_eval.base_model import resolve_source
 from quant_eval.benchmarks import BENCHMARKS, effective_runs, unavailable_benchmarks
 from quant_eval.config import (
     BASE_VARIANT,
@@ -129,8 +131,64 @@ def audit_files(wildcards=None):
 
 def model_size_mb(path):
     """File size in MB of an input, for sizing memory requests (0 before it exists)."""
-    path = Path(path)
-    return path.stat().st_size // 1_000_000 if path.exists() else 0
+    return sizing.file_size(path) // 1_000_000
+
+
+# Threads of imatrix and quantization jobs when Snakemake has no core count, as on a
+# cluster (--executor slurm): profiles/slurm sets them per rule with set-threads.
+CLUSTER_THREADS = 8
+
+
+def all_threads():
+    """--cores for local runs; CLUSTER_THREADS where Snakemake runs without a core count."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return CLUSTER_THREADS
+
+
+def gpu_layers(section):
+    """llama.cpp's layers on the GPU: all (-1) when the config section asks for a GPU, else none."""
+    return -1 if config[section]["gpu"] else 0
+
+
+# Resource requests sized from the model file (quant_eval.resources). Snakemake
+# evaluates them again when a job is scheduled, so files made upstream are measured.
+
+
+def evaluation_memory_mb(wildcards, input):
+    shape = sizing.read_model_shape(input.model)
+    return sizing.evaluation_memory_mb(sizing.file_size(input.model), config["evaluation"]["context"], shape)
+
+
+def evaluation_runtime(wildcards, input):
+    settings = benchmark_settings(wildcards.benchmark)
+    return sizing.evaluation_runtime_minutes(
+        sizing.file_size(input.model),
+        items=sizing.count_lines(input.test),
+        prompt_tokens=config["evaluation"]["context"],
+        generated_tokens=settings.get("max_tokens", 0),
+        gpu=config["evaluation"]["gpu"],
+    )
+
+
+def imatrix_memory_mb(wildcards, input):
+    shape = sizing.read_model_shape(input.model)
+    return sizing.imatrix_memory_mb(sizing.file_size(input.model), config["imatrix"]["context"], shape)
+
+
+def imatrix_runtime(wildcards, input):
+    return sizing.imatrix_runtime_minutes(
+        sizing.file_size(input.model), config["imatrix"]["context"], config["imatrix"]["chunks"],
+        gpu=config["imatrix"]["gpu"],
+    )
+
+
+def base_model_memory_mb(wildcards):
+    source = config["models"][wildcards.model]["source"]
+    # Embedded models are always dequantized (quant_eval.base_model.prepare_base_model).
+    dequantize = config["models"][wildcards.model]["dequantize"] or source.startswith("embedded:")
+    return sizing.base_model_memory_mb(sizing.file_size(resolve_source(source)), dequantize)
 
 
 CONFIG_JSON = json.dumps(config, sort_keys=True)

@@ -20,6 +20,8 @@ rule benchmark_data:
         ),
     log:
         "logs/benchmark_data/{benchmark}.log",
+    conda:
+        "../envs/quant-eval.yaml"
     shell:
         "quant-eval benchmark-data --benchmark {wildcards.benchmark} {params.limit}"
         " --seed {params.seed} --test-output {output.test} --fewshot-output {output.fewshot}"
@@ -40,13 +42,19 @@ rule evaluate:
         labels=lambda wildcards: json.dumps({"model": wildcards.model, "variant": wildcards.variant}),
         seed=config["seed"],
         context=config["evaluation"]["context"],
+        gpu_layers=gpu_layers("evaluation"),
     threads: config["evaluation"]["threads"]
     resources:
-        mem_mb=lambda wildcards, input: 1500 + model_size_mb(input.model),
+        mem_mb=evaluation_memory_mb,
+        runtime=evaluation_runtime,
+        gpu=1 if config["evaluation"]["gpu"] else 0,
     log:
         "logs/evaluate/{model}/{variant}/{benchmark}/run{run}.log",
+    conda:
+        "../envs/quant-eval.yaml"
     shell:
         "quant-eval evaluate --model-file {input.model} --benchmark {wildcards.benchmark}"
         " --settings {params.settings:q} --test-data {input.test} --fewshot-data {input.fewshot}"
         " --run {wildcards.run} --seed {params.seed} --context {params.context}"
-        " --threads {threads} --labels {params.labels:q} --output {output} > {log} 2>&1"
+        " --threads {threads} --gpu-layers {params.gpu_layers} --labels {params.labels:q}"
+        " --output {output} > {log} 2>&1"

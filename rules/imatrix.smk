@@ -8,6 +8,8 @@ rule calibration_text:
         sources=config["imatrix"]["calibration"],
     log:
         "logs/calibration_text.log",
+    conda:
+        "../envs/quant-eval.yaml"
     shell:
         "quant-eval calibration --sources {params.sources:q} --output {output} > {log} 2>&1"
 
@@ -22,12 +24,18 @@ rule imatrix:
         context=config["imatrix"]["context"],
         chunks=config["imatrix"]["chunks"],
         batch_size=config["imatrix"]["batch_size"],
-    threads: workflow.cores
+        gpu_layers=gpu_layers("imatrix"),
+    threads: all_threads()
     resources:
-        mem_mb=lambda wildcards, input: 2000 + 2 * model_size_mb(input.model),
+        mem_mb=imatrix_memory_mb,
+        runtime=imatrix_runtime,
+        gpu=1 if config["imatrix"]["gpu"] else 0,
     log:
         "logs/imatrix/{model}.log",
+    conda:
+        "../envs/quant-eval.yaml"
     shell:
         "quant-eval imatrix --model {input.model} --calibration {input.calibration}"
         " --output {output} --context {params.context} --chunks {params.chunks}"
-        " --batch-size {params.batch_size} --threads {threads} --log {log} 2>> {log}"
+        " --batch-size {params.batch_size} --threads {threads} --gpu-layers {params.gpu_layers}"
+        " --log {log} 2>> {log}"

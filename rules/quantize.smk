@@ -11,11 +11,14 @@ rule quantize:
     params:
         type=lambda wildcards: VARIANTS[wildcards.variant].quantization_type,
         imatrix=lambda wildcards, input: f"--imatrix {input.imatrix}" if input.imatrix else "",
-    threads: workflow.cores
+    threads: all_threads()
     resources:
-        mem_mb=lambda wildcards, input: 1000 + 2 * model_size_mb(input.model),
+        mem_mb=lambda wildcards, input: sizing.quantize_memory_mb(sizing.file_size(input.model)),
+        runtime=lambda wildcards, input: sizing.quantize_runtime_minutes(sizing.file_size(input.model)),
     log:
         "logs/quantize/{model}/{variant}.log",
+    conda:
+        "../envs/quant-eval.yaml"
     shell:
         "quant-eval quantize --model {input.model} --type {params.type} {params.imatrix}"
         " --output {output.model} --audit {output.audit} --threads {threads}"

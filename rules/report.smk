@@ -18,6 +18,8 @@ rule charts:
         config=CONFIG_JSON,
     log:
         "logs/charts.log",
+    conda:
+        "../envs/report.yaml"
     shell:
         "quant-eval charts --config {params.config:q} --comparison {input.comparison}"
         " --analysis {input.analysis} --performance {output.performance}"
@@ -34,6 +36,8 @@ rule methodology:
         config=CONFIG_JSON,
     log:
         "logs/methodology.log",
+    conda:
+        "../envs/report.yaml"
     shell:
         "quant-eval methodology --config {params.config:q} --comparison {input.comparison}"
         " --analysis {input.analysis} --output {output} > {log} 2>&1"
@@ -48,6 +52,8 @@ rule analysis_report:
         config=CONFIG_JSON,
     log:
         "logs/analysis_report.log",
+    conda:
+        "../envs/report.yaml"
     shell:
         "quant-eval report --config {params.config:q} --comparison {input.comparison}"
         " --analysis {input.analysis} --output {output} > {log} 2>&1"
@@ -70,6 +76,8 @@ rule scorecard:
         config=CONFIG_JSON,
     log:
         "logs/scorecard.log",
+    conda:
+        "../envs/report.yaml"
     shell:
         "quant-eval scorecard --config {params.config:q} --comparison {input.comparison}"
         " --analysis {input.analysis} --charts-dir charts --output {output.pdf} > {log} 2>&1"

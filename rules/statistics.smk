@@ -15,6 +15,8 @@ rule compare:
         not_run=json.dumps(NOT_RUN, sort_keys=True),
     log:
         "logs/compare.log",
+    conda:
+        "../envs/report.yaml"
     shell:
         "quant-eval compare --config {params.config:q} --base-infos {params.base_infos}"
         " --audits {params.audits} --runs {input.runs} --not-run {params.not_run:q}"
@@ -32,6 +34,8 @@ rule statistics:
         imatrix_pairs=" ".join(f"{first}={second}" for first, second in imatrix_pairs(config)),
     log:
         "logs/statistics.log",
+    conda:
+        "../envs/report.yaml"
     shell:
         "quant-eval statistics --comparison {input} --confidence-level {params.confidence_level}"
         " --power {params.power} --imatrix-pairs {params.imatrix_pairs} --output {output} > {log} 2>&1"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages that the PDF scorecard and its tests need: pandoc, the
 # xelatex engine with the LaTeX packages and fonts that pandoc's default template loads,
-# a Japanese font, and pdftotext. Does nothing when all of them are installed.
+# a Japanese font, and pdftotext; and the Slurm daemons, munge and MariaDB that the Slurm
+# profile's test runs a one-node cluster with (scripts/start_test_slurm.sh). Does nothing
+# when all of them are installed.
 #
 # Usage (as root): scripts/install_system_packages.sh
 set -euo pipefail
@@ -16,6 +18,11 @@ packages=(
     texlive-fonts-recommended  # the ZapfDingbats metrics (pzdr) that hyperref needs in xelatex
     fonts-noto-cjk             # Noto Serif CJK JP, the font for Japanese text
     poppler-utils              # pdftotext, which the tests use to read the PDF
+    slurm-wlm                  # slurmctld, slurmd and the clients (Slurm 22.05 in Debian 12)
+    slurmdbd                   # accounting daemon, without which sacct has no job records
+    mariadb-server             # the database slurmdbd stores its records in
+    munge                      # authentication between the Slurm daemons and clients
+    iproute2                   # ip, to set up the test cluster's network namespace
 )
 
 is_installed() {
@@ -34,7 +41,7 @@ for package in "${packages[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "All system packages for the PDF scorecard are installed: ${packages[*]}"
+    echo "All system packages for the PDF scorecard and the Slurm test are installed: ${packages[*]}"
     exit 0
 fi
 

@@ -272,9 +272,10 @@ def test_schema_fills_defaults():
     assert config["imatrix"]["context"] == 512
     assert config["imatrix"]["chunks"] == 32
     assert config["imatrix"]["batch_size"] == 512
+    assert config["imatrix"]["gpu"] is False
     assert config["imatrix"]["calibration"][0] == "dataset-build:eng/eng.txt"
     assert config["benchmarks"]["gsm8k"] == {"limit": None, "temperature": 0.6, "max_tokens": 256}
-    assert config["evaluation"] == {"context": 2048, "threads": 2}
+    assert config["evaluation"] == {"context": 2048, "threads": 2, "gpu": False}
     assert config["statistics"] == {"confidence_level": 0.95, "power": 0.8}
 
 

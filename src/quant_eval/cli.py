@@ -95,13 +95,14 @@ def _calibration(args: argparse.Namespace) -> None:
     p.add_argument("--chunks", type=int, required=True, help="chunks to process"),
     p.add_argument("--batch-size", type=int, required=True, help="logical batch size in tokens"),
     p.add_argument("--threads", type=int, default=1),
+    p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to a GPU; -1 for all"),
     p.add_argument("--log", type=Path, help="file the tool's output is appended to"),
 ))
 def _imatrix(args: argparse.Namespace) -> None:
     from .imatrix import compute_imatrix
 
     compute_imatrix(args.model, args.calibration, args.output, args.context, args.chunks,
-                    args.batch_size, args.threads, args.log)
+                    args.batch_size, args.threads, args.log, args.gpu_layers)
 
 
 @command("quantize", "quantize a base model with llama-quantize and audit the result", lambda p: (
@@ -147,13 +148,15 @@ def _benchmark_data(args: argparse.Namespace) -> None:
     p.add_argument("--context", type=int, default=2048, help="context size in tokens"),
     p.add_argument("--threads", type=int, default=1),
     p.add_argument("--labels", type=_json_argument, default={}, help="JSON fields copied into the output (model, variant)"),
+    p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to a GPU; -1 for all"),
     p.add_argument("--output", type=Path, required=True),
 ))
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation.runner import evaluate
 
     evaluate(args.model_file, args.benchmark, args.settings, args.test_data, args.fewshot_data,
-             args.run, args.seed, args.context, args.threads, args.output, args.labels)
+             args.run, args.seed, args.context, args.threads, args.output, args.labels,
+             gpu_layers=args.gpu_layers)
 
 
 @command("generate-answers", "answer a judged benchmark's items with the model's chat template", lambda p: (

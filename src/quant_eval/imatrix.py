@@ -29,8 +29,12 @@ def compute_imatrix(
     batch_size: int,
     threads: int,
     log_path: Path | None = None,
+    gpu_layers: int = 0,
 ) -> None:
-    """Run llama-imatrix over `chunks` chunks of `context` tokens of the calibration text."""
+    """Run llama-imatrix over `chunks` chunks of `context` tokens of the calibration text.
+
+    `gpu_layers` layers go to a GPU (-1: all of them); 0 keeps llama-imatrix's default.
+    """
     n_tokens = count_tokens(model, calibration.read_text(encoding="utf-8"))
     # llama-imatrix itself rejects a text shorter than two contexts.
     needed = context * max(chunks, 2)
@@ -45,12 +49,11 @@ def compute_imatrix(
     # keeps the extension.
     temporary = output.with_name(output.stem + ".tmp" + output.suffix)
     temporary.unlink(missing_ok=True)
-    run_tool(
-        "llama-imatrix",
-        ["-m", model, "-f", calibration, "-o", temporary, "-c", context, "--chunks", chunks,
-         "-b", batch_size, "-t", threads, "--no-ppl"],
-        log_path,
-    )
+    arguments = ["-m", model, "-f", calibration, "-o", temporary, "-c", context, "--chunks", chunks,
+                 "-b", batch_size, "-t", threads, "--no-ppl"]
+    if gpu_layers:
+        arguments += ["--n-gpu-layers", gpu_layers]
+    run_tool("llama-imatrix", arguments, log_path)
     if not temporary.is_file():
         raise InvalidDataError(f"llama-imatrix finished but wrote no {temporary}; see {log_path}")
     os.replace(temporary, output)

@@ -39,13 +39,15 @@ class LlamaCppLM(LM):
     """
 
     def __init__(self, model_path: Path, context: int = 2048, threads: int = 2, seed: int = 0,
-                 batch_size: int = 512) -> None:
+                 batch_size: int = 512, gpu_layers: int = 0) -> None:
         super().__init__()
         self.model_path = Path(model_path)
         self.context = context
         self.threads = threads
         self.seed = seed
         self.batch_size = batch_size
+        # Layers offloaded to a GPU; -1 offloads all. A CPU-only build ignores it.
+        self.gpu_layers = gpu_layers
         self._models: dict[bool, Any] = {}
 
     def _model(self, logits_all: bool) -> Any:
@@ -58,7 +60,7 @@ class LlamaCppLM(LM):
             self._models[logits_all] = Llama(
                 model_path=str(self.model_path), n_ctx=self.context, n_batch=self.batch_size,
                 n_threads=self.threads, n_threads_batch=self.threads, logits_all=logits_all,
-                seed=self.seed, verbose=False,
+                seed=self.seed, n_gpu_layers=self.gpu_layers, verbose=False,
             )
         return self._models[logits_all]
 

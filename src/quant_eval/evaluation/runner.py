@@ -105,11 +105,12 @@ def evaluate(
     threads: int,
     output: Path,
     labels: dict[str, str],
+    gpu_layers: int = 0,
 ) -> dict[str, Any]:
     """Evaluate one run and write every item's prompt, output, answer and score to `output`."""
     benchmark = get_benchmark(benchmark_name)
     this_seed = run_seed(seed, run)
-    model = LlamaCppLM(model_path, context=context, threads=threads, seed=this_seed)
+    model = LlamaCppLM(model_path, context=context, threads=threads, seed=this_seed, gpu_layers=gpu_layers)
     items = run_task(model, benchmark_name, settings, {"test": str(test_file), "fewshot": str(fewshot_file)}, this_seed)
     mean = sum(item["score"] for item in items) / len(items) if items else float("nan")
     record = {

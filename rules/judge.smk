@@ -16,9 +16,18 @@ rule generate_answers:
         context=config["evaluation"]["context"],
     threads: config["evaluation"]["threads"]
     resources:
-        mem_mb=lambda wildcards, input: 1500 + model_size_mb(input.model),
+        mem_mb=evaluation_memory_mb,
+        runtime=lambda wildcards, input: sizing.evaluation_runtime_minutes(
+            sizing.file_size(input.model),
+            items=sizing.count_lines(input.test),
+            prompt_tokens=config["evaluation"]["context"],
+            generated_tokens=generation_settings().get("max_tokens", 0),
+            gpu=False,
+        ),
     log:
         f"logs/generate_answers/{{model}}/{{variant}}/{JUDGED}/run{{run}}.log",
+    conda:
+        "../envs/quant-eval.yaml"
     shell:
         "quant-eval generate-answers --model-file {input.model} --settings {params.settings:q}"
         " --test-data {input.test} --run {wildcards.run} --seed {params.seed}"
@@ -40,6 +49,8 @@ rule judge_answers:
         mem_mb=lambda wildcards: 1500 + sum(model_size_mb(path) for path in judge_model_input(wildcards)),
     log:
         f"logs/judge_answers/{{model}}/{{variant}}/{JUDGED}/run{{run}}.log",
+    conda:
+        "../envs/quant-eval.yaml"
     shell:
         "quant-eval judge-answers --answers {input.answers} --judge {params.judge:q}"
         " --threads {threads} --output {output} > {log} 2>&1"

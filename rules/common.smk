@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 # The package is normally installed (make setup); the path also covers a plain checkout.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from quant_eval.benchmarks import BENCHMARKS, effective_runs
+from quant_eval.calibration import resolve_calibration_source
 from quant_eval.config import (
     BASE_VARIANT,
     check_config,
@@ -21,6 +23,7 @@ from quant_eval.config import (
 )
 from quant_eval.errors import QuantEvalError
 from quant_eval.llama_tools import quantization_types
+from quant_eval.progress import pipeline_banner
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"
 
@@ -60,6 +63,11 @@ def imatrix_input(wildcards):
     return []
 
 
+def calibration_files(wildcards):
+    """The files of the `imatrix.calibration` entries, dataset-build ones included."""
+    return [str(resolve_calibration_source(entry)) for entry in config["imatrix"]["calibration"]]
+
+
 def benchmark_settings(benchmark):
     return config["benchmarks"][benchmark]
 
@@ -91,3 +99,10 @@ def model_size_mb(path):
 
 
 CONFIG_JSON = json.dumps(config, sort_keys=True)
+
+
+onstart:
+    # The pipeline id names this run's log, which `quant-eval progress` and
+    # scripts/monitor_quantization_progress.ps1 read.
+    for line in pipeline_banner(log, MODELS):
+        logger.info(line)

@@ -173,6 +173,20 @@ def test_stopped_run_reported_failed(tmp_path):
     assert snapshot.running == []
 
 
+def test_watch_ends_when_run_finished(tmp_path):
+    lines = header({"evaluate": 1}) + job_start(at(0), "evaluate", 1) + job_end(at(4), "evaluate", 1, 1, 1)
+    write_log(tmp_path, "run-1", lines + ["Complete log(s): /somewhere/run-1.snakemake.log"])
+    stream = io.StringIO()
+
+    snapshot = watch(tmp_path, "latest", interval=0.01, stream=stream)
+
+    assert snapshot.state == "finished"
+    output = stream.getvalue()
+    assert "quantization evaluation of tiny [evaluation] 100%" in output
+    assert "1/1 jobs, waiting for a job | CPU " in output
+    assert "Pipeline run-1 finished: all 1 jobs done" in output
+
+
 def workflow_rules() -> list[str]:
     rules = []
     for path in sorted((REPO / "rules").glob("*.smk")):

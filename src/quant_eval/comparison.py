@@ -53,9 +53,13 @@ def build_comparison(
     scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
     runs_seen: dict[str, set[int]] = {}
     n_items: dict[str, int] = {}
+    failures = []
     for path in sorted(run_files):
         run = _read_json(path)
         benchmark = run["benchmark"]
+        if run.get("status") == "failed":
+            failures.append({key: run[key] for key in ("model", "variant", "benchmark", "run", "reason")})
+            continue
         items = scores.setdefault(run["model"], {}).setdefault(run["variant"], {}).setdefault(benchmark, {})
         for item in run["items"]:
             items.setdefault(item["id"], []).append((run["run"], item["score"]))
@@ -84,4 +88,5 @@ def build_comparison(
         "variants": variants,
         "benchmarks": benchmarks,
         "scores": scores,
+        "failures": failures,
     }

@@ -10,7 +10,7 @@ from typing import TextIO
 from .errors import QuantEvalError
 from .progress import Snapshot, add_system_load, find_log, format_duration, read_progress
 
-BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n}/{total} jobs {postfix}"
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n}/{total} jobs{postfix}"  # tqdm puts ", " before the postfix
 
 
 def _postfix(snapshot: Snapshot) -> str:

@@ -180,5 +180,27 @@ def analyze(comparison: dict[str, Any], confidence: float = 0.95) -> dict[str, A
                     "metric": comparison["benchmarks"][benchmark]["metric"],
                     **asdict(summary),
                     "paired": asdict(paired) if paired else None,
+                    "status": "complete",
+                    "reason": None,
                 })
+    results += failed_results(comparison)
     return {"confidence_level": confidence, "reference": reference, "results": results}
+
+
+def failed_results(comparison: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return a result with status "failed", no numbers and the reason for each cell whose runs all failed."""
+    reasons: dict[tuple[str, str, str], str] = {}
+    for failure in comparison.get("failures", []):
+        key = (failure["model"], failure["variant"], failure["benchmark"])
+        if not comparison["scores"].get(key[0], {}).get(key[1], {}).get(key[2]):
+            reasons.setdefault(key, failure["reason"])
+    return [
+        {
+            "model": model, "variant": variant, "benchmark": benchmark,
+            "metric": comparison["benchmarks"][benchmark]["metric"],
+            "n_items": 0, "n_runs": 0, "mean": None, "sd": None, "se": None, "ci_low": None, "ci_high": None,
+            "interval_method": "none (failed)", "within_item_variance": None, "between_item_variance": None,
+            "paired": None, "status": "failed", "reason": reason,
+        }
+        for (model, variant, benchmark), reason in reasons.items()
+    ]

@@ -14,6 +14,7 @@ from .sections import (
     findings,
     grid_limited_caveat,
     imatrix_effect,
+    missing_results,
     score_table,
     score_table_note,
     tensor_audit_table,
@@ -41,6 +42,7 @@ def analysis_markdown(index: ResultIndex) -> str:
             lines += [caveat, ""]
         lines += [
             "### Scores", "", *score_table(index, model), "", score_table_note(index), "",
+            *missing_results(index, model), "",
             f"### Paired differences from {code(index.reference)}", "", *difference_table(index, model), "",
             "Difference is variant minus reference over the items both answered; d_z is Cohen's d_z.", "",
             "### Findings", "", *findings(index, model), "",

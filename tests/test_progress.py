@@ -83,7 +83,7 @@ def header(total_by_rule: dict[str, int]) -> list[str]:
 def test_eta_from_finished_job_durations(tmp_path):
     # One job at a time. Two evaluations took 10 s and 20 s (mean 15 s); the third has run
     # 5 s, and a fourth and the compare job wait. Compare has no finished job, so it borrows
-    # the mean over all finished jobs: (3 + 10 + 20) / 3 = 11 s.
+    # the mean of the rules' means: (3 + 15) / 2 = 9 s.
     lines = header({"quantize": 1, "evaluate": 4, "compare": 1})
     lines += job_start(at(0), "quantize", 1, "model=tiny, variant=q8_0") + job_end(at(3), "quantize", 1, 1, 6)
     lines += job_start(at(3), "evaluate", 2, "run=1") + job_end(at(13), "evaluate", 2, 2, 6)
@@ -101,9 +101,9 @@ def test_eta_from_finished_job_durations(tmp_path):
     assert snapshot.rules["evaluate"].mean_seconds == 15.0
     assert snapshot.rules["evaluate"].remaining == 2
     assert snapshot.rules["compare"].mean_seconds is None
-    # Work left: 2 x 15 - 5 (evaluate) + 11 (compare) = 36 s, at 33 s of job time in 38 s
+    # Work left: 2 x 15 - 5 (evaluate) + 9 (compare) = 34 s, at 33 s of job time in 38 s
     # elapsed: parallelism max(1, 33/38) = 1.
-    assert snapshot.eta_seconds == pytest.approx(36.0)
+    assert snapshot.eta_seconds == pytest.approx(34.0)
     assert snapshot.eta_complete is False
     assert snapshot.elapsed_seconds == 38.0
     assert snapshot.running[0]["elapsed_seconds"] == 5.0

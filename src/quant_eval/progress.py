@@ -352,8 +352,9 @@ def estimate_remaining(record: LogRecord, now: datetime) -> tuple[float | None, 
     """Estimate the seconds left from the mean duration of each rule's finished jobs.
 
     The remaining jobs of a rule cost its mean finished duration each, less the time a
-    running one has already taken; rules with no finished job yet borrow the mean over
-    all finished jobs (the estimate is then marked incomplete). The sum is divided by
+    running one has already taken. Rules with no finished job yet borrow the mean of the
+    other rules' means, so that many long jobs of one rule do not inflate short ones (the
+    estimate is then marked incomplete). The sum is divided by
     the mean number of jobs that ran at once so far: total job time / elapsed time.
     Returns (seconds or None before any job finished, complete, per-rule figures).
     """
@@ -374,7 +375,8 @@ def estimate_remaining(record: LogRecord, now: datetime) -> tuple[float | None, 
     all_durations = [s for values in durations.values() for s in values]
     if not all_durations:
         return None, False, times
-    overall_mean = sum(all_durations) / len(all_durations)
+    rule_means = [t.mean_seconds for t in times.values() if t.mean_seconds is not None]
+    borrowed_mean = sum(rule_means) / len(rule_means)
 
     running = [j for j in record.jobs.values() if j.finished is None and not j.failed and j.started]
     complete = True
@@ -384,7 +386,7 @@ def estimate_remaining(record: LogRecord, now: datetime) -> tuple[float | None, 
             continue
         mean = rule_times.mean_seconds
         if mean is None:
-            mean, complete = overall_mean, False
+            mean, complete = borrowed_mean, False
         work += rule_times.remaining * mean
         for job in running:
             if job.rule == rule:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 # The package is normally installed (make setup); the path also covers a plain checkout.
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from quant_eval import resources as sizing
 from quant_eval.base_model import resolve_source
 from quant_eval.benchmarks import BENCHMARKS, effective_runs, unavailable_benchmarks
+from quant_eval.calibration import resolve_calibration_source
 from quant_eval.config import (
     BASE_VARIANT,
     check_config,
@@ -25,6 +27,7 @@ from quant_eval.config import (
 )
 from quant_eval.errors import QuantEvalError
 from quant_eval.llama_tools import quantization_types
+from quant_eval.progress import pipeline_banner
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema" / "config.schema.yaml"
 
@@ -67,6 +70,11 @@ def imatrix_input(wildcards):
     if VARIANTS[wildcards.variant].imatrix:
         return f"imatrix_data/{wildcards.model}.imatrix"
     return []
+
+
+def calibration_files(wildcards):
+    """The files of the `imatrix.calibration` entries, dataset-build ones included."""
+    return [str(resolve_calibration_source(entry)) for entry in config["imatrix"]["calibration"]]
 
 
 def benchmark_settings(benchmark):
@@ -192,3 +200,10 @@ def base_model_memory_mb(wildcards):
 
 
 CONFIG_JSON = json.dumps(config, sort_keys=True)
+
+
+onstart:
+    # The pipeline id names this run's log, which `quant-eval progress` and
+    # scripts/monitor_quantization_progress.ps1 read.
+    for line in pipeline_banner(log, MODELS):
+        logger.info(line)

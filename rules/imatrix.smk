@@ -2,6 +2,9 @@
 
 
 rule calibration_text:
+    input:
+        # The files themselves, so that editing one re-runs the imatrix and what follows.
+        calibration_files,
     output:
         "calibration/calibration.txt",
     params:

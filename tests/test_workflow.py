@@ -14,11 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
+from quant_eval.calibration import resolve_calibration_source
+from quant_eval.progress import LOG_SUFFIX, parse_log, pipeline_ids, read_progress
 from quant_eval.reporting import SCORE_FORMATS, format_estimate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,9 +43,9 @@ def snakemake(workdir: Path, config: Path, *arguments: str) -> subprocess.Comple
                           env=environment, check=False)
 
 
-def planned_outputs(workdir: Path, config: Path) -> list[str]:
+def planned_outputs(workdir: Path, config: Path, *arguments: str) -> list[str]:
     """Return the output files of the jobs a dry run would execute."""
-    result = snakemake(workdir, config, "--dry-run")
+    result = snakemake(workdir, config, "--dry-run", *arguments)
     assert result.returncode == 0, result.stderr + result.stdout
     outputs = []
     for line in (result.stdout + result.stderr).splitlines():
@@ -253,3 +256,158 @@ def test_killed_run_resumes_without_redoing(workdir):
     assert result.returncode == 0, result.stderr[-3000:]
     assert missing.exists()
     assert finished.stat().st_mtime == finished_mtime
+
+
+VARIANTS = ("base", "q8_0", "q4_k_m", "q4_k_m-no-imatrix")
+
+
+def test_progress_of_completed_run(workdir):
+    """The log of the fixture's full run: every job done, each with its own log file."""
+    pipeline_id = pipeline_ids(workdir)[0]
+    log = workdir / ".snakemake" / "log" / f"{pipeline_id}{LOG_SUFFIX}"
+    assert f"Pipeline id: {pipeline_id}" in log.read_text()
+
+    snapshot = read_progress(workdir, pipeline_id)
+    assert snapshot.state == "finished"
+    assert snapshot.done_jobs == snapshot.total_jobs == 26
+    assert snapshot.percent == 100.0
+    assert snapshot.name == "quantization evaluation of smollm2-135m"
+    assert snapshot.phase == "scorecard"
+    assert snapshot.rules["evaluate"].finished == 12
+    assert snapshot.rules["quantize"].finished == 3
+    for rule, times in snapshot.rules.items():
+        assert times.remaining == 0, rule
+        assert times.finished == times.planned, rule
+
+    with log.open() as handle:
+        jobs = parse_log(handle, pipeline_id, log).jobs.values()
+    job_logs = [job.log for job in jobs]
+    assert len(set(job_logs)) == len(job_logs) == 26
+    for job_log in job_logs:
+        assert (workdir / job_log).is_file(), job_log
+
+
+def test_progress_midway_through_real_log(workdir, tmp_path):
+    """Cut the full run's log just before its 9th job finished: the snapshot of a run in progress."""
+    pipeline_id = pipeline_ids(workdir)[0]
+    lines = (workdir / ".snakemake" / "log" / f"{pipeline_id}{LOG_SUFFIX}").read_text().splitlines()
+    finished = [i for i, line in enumerate(lines) if line.startswith("Finished jobid")]
+    cut = finished[8] - 1  # the 9th job's timestamp line and what follows are dropped
+    folder = tmp_path / ".snakemake" / "log"
+    folder.mkdir(parents=True)
+    (folder / f"{pipeline_id}{LOG_SUFFIX}").write_text("\n".join(lines[:cut]) + "\n")
+
+    def timestamp(line: str) -> datetime:
+        return datetime.strptime(" ".join(line.strip("[]").split()), "%a %b %d %H:%M:%S %Y")
+
+    cut_time = timestamp(lines[cut])
+    end_time = timestamp(next(line for line in reversed(lines) if line.startswith("[")))
+
+    snapshot = read_progress(tmp_path, pipeline_id, now=cut_time, process_check=lambda _: True)
+
+    assert snapshot.state == "running"
+    assert (snapshot.done_jobs, snapshot.total_jobs) == (8, 26)
+    assert snapshot.phase in ("imatrix", "quantization", "evaluation")
+    assert snapshot.running
+    assert snapshot.eta_seconds is not None and snapshot.eta_seconds > 0
+    # The estimate is rough, but it must be of the order of the time the run really took.
+    actual = (end_time - cut_time).total_seconds()
+    assert actual / 4 < snapshot.eta_seconds < actual * 4, (snapshot.eta_seconds, actual)
+
+
+def test_runs_five_to_six_compute_only_run_six(workdir, tmp_path):
+    """With runs 3 to 5 present (copies of run 2 here), raising runs to 6 adds run 6 and the aggregation."""
+    copies = []
+    try:
+        for variant in VARIANTS:
+            folder = workdir / "evaluation_results/runs/smollm2-135m" / variant / "gsm8k"
+            record = json.loads((folder / "run2.json").read_text())
+            for run in (3, 4, 5):
+                (folder / f"run{run}.json").write_text(json.dumps({**record, "run": run}))
+                copies.append(folder / f"run{run}.json")
+        five = planned_outputs(workdir, write_config(tmp_path, runs=5))
+        assert not [o for o in five if o.startswith("evaluation_results/runs/")]
+
+        outputs = planned_outputs(workdir, write_config(tmp_path, runs=6))
+        evaluated = sorted(o for o in outputs if o.startswith("evaluation_results/runs/"))
+        assert evaluated == sorted(f"evaluation_results/runs/smollm2-135m/{v}/gsm8k/run6.json" for v in VARIANTS)
+        assert set(outputs) - set(evaluated) == set(DOWNSTREAM_OF_RUNS)
+    finally:
+        for path in copies:
+            path.unlink()
+
+
+def test_edited_calibration_reruns_imatrix_chain(workdir, tmp_path):
+    """Editing a calibration file re-runs the imatrix and what is made from it, nothing else."""
+    calibration = tmp_path / "eng.txt"
+    calibration.write_text(resolve_calibration_source("dataset-build:eng/eng.txt").read_text())
+    written = (workdir / "calibration/calibration.txt").stat().st_mtime
+    os.utime(calibration, (written - 60, written - 60))
+    config = write_config(tmp_path, **{"imatrix.calibration": [str(calibration), "dataset-build:jpn/jpn.txt"]})
+    # Only modification times decide here: the configuration's new file name alone would
+    # re-run the calibration text through its changed parameters.
+    mtime_only = ("--rerun-triggers", "mtime")
+    assert planned_outputs(workdir, config, *mtime_only) == []
+
+    with calibration.open("a") as handle:
+        handle.write("\nOne more sentence of calibration text.\n")
+    outputs = planned_outputs(workdir, config, *mtime_only)
+
+    assert "calibration/calibration.txt" in outputs
+    assert "imatrix_data/smollm2-135m.imatrix" in outputs
+    quantized = sorted(o for o in outputs if o.startswith("quantized_models/"))
+    assert quantized == [f"quantized_models/smollm2-135m/{v}.{ext}" for v in ("q4_k_m", "q8_0")
+                         for ext in ("audit.json", "gguf")]
+    evaluated = [o for o in outputs if o.startswith("evaluation_results/runs/")]
+    assert sorted(evaluated) == sorted(
+        f"evaluation_results/runs/smollm2-135m/{v}/{b}"
+        for v in ("q8_0", "q4_k_m") for b in ("gsm8k/run1.json", "gsm8k/run2.json", "arc_challenge/run1.json")
+    )
+    assert set(DOWNSTREAM_OF_RUNS) <= set(outputs)
+    assert not any(o.startswith(("base_models/", "benchmark_data/")) for o in outputs)
+
+
+def test_corrupt_variant_marked_in_scorecard(workdir):
+    """A truncated q8_0 file: its evaluations fail, the others stay, the scorecard gives the reason.
+
+    Runs last: it leaves the q8_0 results marked failed.
+    """
+    model = workdir / "quantized_models/smollm2-135m/q8_0.gguf"
+    others = [path for path in run_files(workdir) if "/q8_0/" not in str(path)]
+    others_mtimes = [path.stat().st_mtime for path in others]
+    with model.open("r+b") as handle:
+        handle.truncate(model.stat().st_size // 2)
+
+    result = snakemake(workdir, TEST_CONFIG, "--keep-going", "scorecards/quantization_evaluation.pdf")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    failed_runs = sorted((workdir / "evaluation_results/runs/smollm2-135m/q8_0").rglob("run*.json"))
+    assert len(failed_runs) == 3
+    for path in failed_runs:
+        record = json.loads(path.read_text())
+        assert record["status"] == "failed"
+        assert "truncated" in record["reason"]
+        assert record["items"] == []
+    assert [path.stat().st_mtime for path in others] == others_mtimes
+
+    analysis = json.loads((workdir / "evaluation_results/statistical_analysis.json").read_text())
+    for cell in analysis["results"]:
+        if cell["variant"] == "q8_0":
+            assert cell["status"] == "failed"
+            assert cell["mean"] is None
+            assert "truncated" in cell["reason"]
+        else:
+            assert cell["status"] == "complete"
+            assert cell["mean"] is not None
+    assert len(analysis["results"]) == 8
+
+    text = subprocess.run(["pdftotext", "-layout", str(workdir / "scorecards/quantization_evaluation.pdf"), "-"],
+                          capture_output=True, text=True, check=True).stdout
+    flat = " ".join(text.split())
+    assert "n/a (failed)" in flat
+    assert "Missing results" in flat
+    assert "truncated" in flat.split("Missing results")[1]
+    for cell in analysis["results"]:
+        if cell["variant"] != "q8_0":
+            for expected in cell_texts(cell):
+                assert expected in flat, (cell["variant"], cell["benchmark"], expected)

@@ -46,7 +46,8 @@ def score_frame(index: ResultIndex) -> pd.DataFrame:
                     "model": model,
                     "variant": variant["variant"],
                     "benchmark": benchmark,
-                    "mean": result["mean"] * scale,
+                    # A failed evaluation has no mean: NaN draws no bar and no point.
+                    "mean": np.nan if result["mean"] is None else result["mean"] * scale,
                     "ci_low": np.nan if result["ci_low"] is None else result["ci_low"] * scale,
                     "ci_high": np.nan if result["ci_high"] is None else result["ci_high"] * scale,
                     "size_mib": variant["file_size_bytes"] / MIB,
@@ -145,6 +146,8 @@ def draw_efficiency(comparison: dict[str, Any], analysis: dict[str, Any], output
                 rows = frame[(frame["benchmark"] == benchmark) & (frame["model"] == model)]
                 marker = MARKERS[model_position % len(MARKERS)]
                 for _, row in rows.iterrows():
+                    if np.isnan(row["mean"]):
+                        continue
                     ax.errorbar(row["size_mib"], row["mean"], yerr=_error_bars(rows.loc[[row.name]]),
                                 fmt=marker, color=palette[row["variant"]], elinewidth=1, capsize=3,
                                 markersize=7)

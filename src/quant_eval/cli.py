@@ -290,6 +290,29 @@ def _scorecard(args: argparse.Namespace) -> None:
     write_scorecard(args.config, comparison, analysis, args.charts_dir, args.output)
 
 
+@command("progress", "show the progress of a workflow run, read from its Snakemake log", lambda p: (
+    p.add_argument("--pipeline-id", default="latest",
+                   help="the id the workflow logs at start ('Pipeline id: ...'), or 'latest' for the newest run"),
+    p.add_argument("--directory", type=Path, default=Path("."), help="working directory of the run (default: .)"),
+    p.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit"),
+    p.add_argument("--watch", action="store_true", help="show a live progress bar until the run ends"),
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch"),
+))
+def _progress(args: argparse.Namespace) -> None:
+    from .progress import add_system_load, format_status, read_progress
+    from .progress_view import watch
+
+    if args.watch:
+        watch(args.directory, args.pipeline_id, args.interval)
+        return
+    snapshot = add_system_load(read_progress(args.directory, args.pipeline_id))
+    if args.json:
+        print(json.dumps(snapshot.to_json(), ensure_ascii=False))
+    else:
+        print(f"{snapshot.name} [{snapshot.pipeline_id}]: {format_status(snapshot)}")
+        print(f"{snapshot.state}: {snapshot.message}")
+
+
 # ----------------------------------------------------------------------- entry point
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,9 +63,13 @@ def build_comparison(
     n_items: dict[str, int] = {}
     unparsed: dict[str, dict[str, dict[str, int]]] = {}
     judges: dict[str, dict[str, Any]] = {}
+    failures = []
     for path in sorted(run_files):
         run = _read_json(path)
         benchmark = run["benchmark"]
+        if run.get("status") == "failed":
+            failures.append({key: run[key] for key in ("model", "variant", "benchmark", "run", "reason")})
+            continue
         items = scores.setdefault(run["model"], {}).setdefault(run["variant"], {}).setdefault(benchmark, {})
         for item in run["items"]:
             if item["score"] is None:
@@ -117,6 +121,7 @@ def build_comparison(
         "not_run": dict(not_run),
         "not_scored": not_scored,
         "scores": scores,
+        "failures": failures,
     }
 
 

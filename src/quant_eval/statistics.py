@@ -435,6 +435,8 @@ def _score_results(comparison: dict[str, Any], confidence: float, power: float) 
                         "group": group,
                         **asdict(summary),
                         "paired": paired,
+                        "status": "complete",
+                        "reason": None,
                     })
     return results
 
@@ -490,6 +492,8 @@ def analyze(
     imatrix_effect = _imatrix_results(comparison, imatrix_pairs, confidence, power)
     _apply_holm(imatrix_effect, lambda r: "imatrix")
 
+    results += failed_results(comparison)
+
     return {
         "confidence_level": confidence,
         "reference": comparison["reference"],
@@ -498,3 +502,24 @@ def analyze(
         "imatrix_effect": imatrix_effect,
         "fidelity": fidelity_entries(comparison.get("fidelity") or {}, confidence),
     }
+
+
+def failed_results(comparison: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return a result with status "failed", no numbers and the reason for each cell whose runs all failed."""
+    reasons: dict[tuple[str, str, str], str] = {}
+    for failure in comparison.get("failures", []):
+        key = (failure["model"], failure["variant"], failure["benchmark"])
+        if not comparison["scores"].get(key[0], {}).get(key[1], {}).get(key[2]):
+            reasons.setdefault(key, failure["reason"])
+    return [
+        {
+            "model": model, "variant": variant, "benchmark": benchmark,
+            "metric": comparison["benchmarks"][benchmark]["metric"],
+            "score_kind": comparison["benchmarks"][benchmark].get("score_kind", "binary"),
+            "group_by": None, "group": None,
+            "n_items": 0, "n_runs": 0, "mean": None, "sd": None, "se": None, "ci_low": None, "ci_high": None,
+            "interval_method": "none (failed)", "within_item_variance": None, "between_item_variance": None,
+            "paired": None, "status": "failed", "reason": reason,
+        }
+        for (model, variant, benchmark), reason in reasons.items()
+    ]

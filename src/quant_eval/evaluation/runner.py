@@ -11,7 +11,9 @@ from typing import Any
 from lm_eval.api.model import LM
 
 from ..benchmarks import get_benchmark
+from ..errors import InvalidModelError
 from ..files import write_json
+from ..gguf_files import open_gguf
 from .backend import LlamaCppLM
 
 logger = logging.getLogger(__name__)
@@ -107,12 +109,15 @@ def evaluate(
     labels: dict[str, str],
     gpu_layers: int = 0,
 ) -> dict[str, Any]:
-    """Evaluate one run and write every item's prompt, output, answer and score to `output`."""
+    """Evaluate one run and write every item's prompt, output, answer and score to `output`.
+
+    A model file that is not a valid GGUF (truncated, corrupt) gives a run file with
+    status "failed" and the reason instead of an error. The other variants then still
+    reach the reports, which mark the missing results. Any other error fails the job,
+    which Snakemake's `retries` may then run again.
+    """
     benchmark = get_benchmark(benchmark_name)
     this_seed = run_seed(seed, run)
-    model = LlamaCppLM(model_path, context=context, threads=threads, seed=this_seed, gpu_layers=gpu_layers)
-    items = run_task(model, benchmark_name, settings, {"test": str(test_file), "fewshot": str(fewshot_file)}, this_seed)
-    mean = sum(item["score"] for item in items) / len(items) if items else float("nan")
     record = {
         **labels,
         "benchmark": benchmark_name,
@@ -122,10 +127,19 @@ def evaluate(
         "run": run,
         "seed": this_seed,
         "settings": settings,
-        "n_items": len(items),
-        "mean_score": mean,
-        "items": items,
     }
+    try:
+        open_gguf(model_path)
+    except InvalidModelError as error:
+        record.update({"status": "failed", "reason": str(error), "n_items": 0, "mean_score": None, "items": []})
+        write_json(record, output, indent=1)
+        logger.error("%s run %d not evaluated: %s", benchmark_name, run, error)
+        return record
+
+    model = LlamaCppLM(model_path, context=context, threads=threads, seed=this_seed, gpu_layers=gpu_layers)
+    items = run_task(model, benchmark_name, settings, {"test": str(test_file), "fewshot": str(fewshot_file)}, this_seed)
+    mean = sum(item["score"] for item in items) / len(items) if items else float("nan")
+    record.update({"status": "complete", "reason": None, "n_items": len(items), "mean_score": mean, "items": items})
     write_json(record, output, indent=1)
     logger.info("%s run %d on %s: %s = %.4f over %d items", benchmark_name, run, model_path.name,
                 benchmark.metric, mean, len(items))

@@ -18,6 +18,7 @@ from .sections import (
     findings,
     grid_limited_caveat,
     imatrix_effect,
+    missing_results,
     power_warnings,
     score_table,
     score_table_note,
@@ -52,6 +53,7 @@ def analysis_markdown(index: ResultIndex, config: dict[str, Any] | None = None) 
             lines += [caveat, ""]
         lines += [
             "### Scores", "", *score_table(index, model), "", score_table_note(index), "",
+            *missing_results(index, model), "",
             f"### Paired differences from {code(index.reference)}", "", *difference_table(index, model), "",
             "Difference is variant minus reference over the items both answered; d_z is Cohen's d_z. "
             + TEST_NOTE, "",

@@ -30,6 +30,7 @@ EFFECT_SIZE_DECIMALS = 2  # Cohen's d_z
 FILE_SIZE_DECIMALS = 1  # MiB
 BITS_PER_WEIGHT_DECIMALS = 2
 MISSING = "n/a"
+FAILED = "n/a (failed)"  # a score whose evaluation failed; the reason is listed under the table
 MIB = 2**20
 
 

@@ -97,7 +97,7 @@ def methodology_benchmarks(config: dict[str, Any], index: ResultIndex) -> list[s
 
 def _interval_methods_used(index: ResultIndex) -> list[str]:
     """Return the interval methods of the results, in the order of INTERVAL_METHODS, unknown ones last."""
-    used = {result["interval_method"] for result in index.results.values()}
+    used = {result["interval_method"] for result in index.results.values() if result.get("status") != "failed"}
     known = [method for method in INTERVAL_METHODS if method in used]
     return known + sorted(used - set(INTERVAL_METHODS))
 

@@ -29,6 +29,7 @@ from .sections import (
     findings,
     grid_limited_caveat,
     imatrix_effect,
+    missing_results,
     power_warnings,
     reference_test_table,
     score_table,
@@ -157,6 +158,7 @@ def scorecard_markdown(config: dict[str, Any], index: ResultIndex, charts_relati
             f"## Model {code(model)}", "",
             *score_table(index, model), "",
             f"Table: Scores of {code(model)}, mean [{level} CI]. {score_table_note(index)}", "",
+            *missing_results(index, model), "",
             *difference_table(index, model, with_tests=False), "",
             f"Table: Paired differences of {code(model)} from {code(index.reference)}, "
             f"mean [{level} CI], and Cohen's d_z.", "",

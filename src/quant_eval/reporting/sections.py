@@ -6,8 +6,10 @@ from typing import Any
 
 from .formats import (
     BITS_PER_WEIGHT_DECIMALS,
+    FAILED,
     MISSING,
     TEST_NAMES,
+    ScoreFormat,
     format_effect_size,
     format_estimate,
     format_interval,
@@ -80,6 +82,31 @@ def grid_limited_caveat(index: ResultIndex, model: str) -> str | None:
     )
 
 
+def is_failed(result: dict[str, Any]) -> bool:
+    """Return whether a result has no numbers because every run of its evaluation failed."""
+    return result.get("status") == "failed"
+
+
+def score_text(result: dict[str, Any], score_format: ScoreFormat) -> str:
+    """Return "mean [CI]" of a result, or the FAILED mark when its evaluation failed."""
+    if is_failed(result):
+        return FAILED
+    return format_estimate(result["mean"], result["ci_low"], result["ci_high"], score_format)
+
+
+def missing_results(index: ResultIndex, model: str) -> list[str]:
+    """Return a list of the model's failed evaluations with their reasons, or nothing when none failed."""
+    lines = [
+        f"- {code(variant)} on {code(benchmark)}: {escape_markdown(result['reason'])}"
+        for (result_model, variant, benchmark), result in index.results.items()
+        if result_model == model and is_failed(result)
+    ]
+    if not lines:
+        return []
+    return [f"Missing results, marked {FAILED}: these evaluations failed, so their cells have no score.",
+            "", *lines]
+
+
 def benchmark_header(index: ResultIndex, benchmark: str) -> str:
     """Return a column header such as "`gsm8k` (`exact_match`, %)"."""
     info = index.benchmarks()[benchmark]
@@ -96,8 +123,7 @@ def score_table(index: ResultIndex, model: str) -> list[str]:
         row = [code(variant["variant"])]
         for benchmark in benchmarks:
             result = index.result(model, variant["variant"], benchmark)
-            row.append(format_estimate(result["mean"], result["ci_low"], result["ci_high"],
-                                       index.score_format(benchmark)))
+            row.append(score_text(result, index.score_format(benchmark)))
         rows.append(row)
     return markdown_table(header, rows, "l" + "r" * len(benchmarks))
 
@@ -109,7 +135,8 @@ def score_table_note(index: ResultIndex) -> str:
         runs = "1 run" if info["runs"] == 1 else f"{info['runs']} runs"
         methods = dict.fromkeys(
             interval_method_name(result["interval_method"])
-            for (_, _, result_benchmark), result in index.results.items() if result_benchmark == benchmark
+            for (_, _, result_benchmark), result in index.results.items()
+            if result_benchmark == benchmark and not is_failed(result)
         )
         parts.append(f"{code(benchmark)}: n = {info['n_items']} items, {runs}, {' or '.join(methods)} interval")
     return (
@@ -243,6 +270,9 @@ def difference_finding(index: ResultIndex, model: str, variant: str, benchmark: 
     paired = index.result(model, variant, benchmark)["paired"]
     names = f"{code(variant)} on {code(benchmark)}"
     reference = code(index.reference)
+    failed = [name for name in (variant, index.reference) if is_failed(index.result(model, name, benchmark))]
+    if failed:
+        return f"{names}: no comparison, because the evaluation of {code(failed[0])} failed (see the missing results)."
     if paired is None:
         return f"{names}: no item is shared with {reference}, so there is no paired comparison."
 
@@ -313,9 +343,8 @@ def imatrix_effect(index: ResultIndex, model: str, with_tests: bool = True) -> l
         rows.append([
             code(entry["with_imatrix"]),
             code(benchmark),
-            format_estimate(with_result["mean"], with_result["ci_low"], with_result["ci_high"], score_format),
-            format_estimate(without_result["mean"], without_result["ci_low"], without_result["ci_high"],
-                            score_format),
+            score_text(with_result, score_format),
+            score_text(without_result, score_format),
             *cells,
         ])
         change = entry.get("kl_divergence_change")

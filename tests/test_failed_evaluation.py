@@ -85,7 +85,7 @@ def write_inputs(folder: Path) -> tuple[dict, dict, list[Path]]:
 @pytest.fixture
 def results(tmp_path) -> tuple[dict, dict]:
     comparison = build_comparison(CONFIG, *write_inputs(tmp_path))
-    return comparison, analyze(comparison)
+    return comparison, analyze(comparison, imatrix_pairs=[("q8_0", "q8_0-no-imatrix")])
 
 
 def test_comparison_lists_failed_runs(results):
@@ -120,7 +120,7 @@ def test_report_marks_missing_cells_with_reason(results):
     assert "- `q8_0` on `arc_challenge`: quantized\\_models/tiny/q8\\_0.gguf is truncated" in text
     assert "`q8_0` on `arc_challenge`: no comparison, because the evaluation of `q8_0` failed" in text
     # The imatrix effect has no difference without the q8_0 score.
-    imatrix_row = f"| `q8_0` | `arc_challenge` | {FAILED} | 50.0 [15.0, 85.0] | n/a | pp | n/a |"
+    imatrix_row = f"| `q8_0` | `arc_challenge` | {FAILED} | 50.0 [15.0, 85.0] | n/a | pp | n/a | n/a | n/a | n/a | n/a |"
     assert imatrix_row in text
 
 

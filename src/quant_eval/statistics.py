@@ -443,20 +443,25 @@ def _score_results(comparison: dict[str, Any], confidence: float, power: float) 
 
 def _imatrix_results(comparison: dict[str, Any], pairs: Sequence[tuple[str, str]], confidence: float,
                      power: float) -> list[dict[str, Any]]:
+    """Compare each (with, without imatrix) pair per benchmark; `paired` is None where a side has no scores."""
     types = {(v["model"], v["variant"]): v["quantization_type"] for v in comparison.get("variants", [])}
     fidelity = comparison.get("fidelity") or {}
+    # A variant whose evaluations all failed has no scores but is still in the variant list.
+    known = set(types) | {(model, variant) for model, variants in comparison["scores"].items() for variant in variants}
     results = []
-    for model, variants in comparison["scores"].items():
+    for model in dict.fromkeys(model for model, _ in known):
+        variants = comparison["scores"].get(model, {})
         for with_imatrix, without_imatrix in pairs:
-            if with_imatrix not in variants or without_imatrix not in variants:
+            if (model, with_imatrix) not in known or (model, without_imatrix) not in known:
                 continue
             kl_change = kl_divergence_change(fidelity, model, with_imatrix, without_imatrix, confidence)
-            for benchmark, items in variants[with_imatrix].items():
-                without_items = variants[without_imatrix].get(benchmark)
-                if not without_items:
-                    continue
-                info = comparison["benchmarks"][benchmark]
+            for benchmark, info in comparison["benchmarks"].items():
+                items = variants.get(with_imatrix, {}).get(benchmark)
+                without_items = variants.get(without_imatrix, {}).get(benchmark)
                 kind = info.get("score_kind", "binary")
+                paired = None
+                if items and without_items:
+                    paired = paired_comparison(items, without_items, without_imatrix, kind, confidence, power)
                 results.append({
                     "model": model,
                     "quantization_type": types.get((model, with_imatrix)),
@@ -465,7 +470,7 @@ def _imatrix_results(comparison: dict[str, Any], pairs: Sequence[tuple[str, str]
                     "benchmark": benchmark,
                     "metric": info["metric"],
                     "score_kind": kind,
-                    "paired": paired_comparison(items, without_items, without_imatrix, kind, confidence, power),
+                    "paired": paired,
                     "kl_divergence_change": kl_change,
                 })
     return results

@@ -334,7 +334,7 @@ def imatrix_effect(index: ResultIndex, model: str, with_tests: bool = True) -> l
         with_result = index.result(model, entry["with_imatrix"], benchmark)
         without_result = index.result(model, entry["without_imatrix"], benchmark)
         paired = entry["paired"]
-        cells = [MISSING, MISSING, *[MISSING] * len(tests)]
+        cells = [MISSING, score_format.difference_unit, *[MISSING] * len(tests)]
         if paired is not None:
             cells = [format_estimate(paired["mean_difference"], paired["ci_low"], paired["ci_high"],
                                      score_format, signed=True),

@@ -29,6 +29,7 @@ from quant_eval.config import check_input_files
 from quant_eval.errors import ConfigError, InvalidModelError, ToolError
 from quant_eval.evaluation.backend import LlamaCppLM
 from quant_eval.gguf_files import file_type_name, open_gguf
+from quant_eval import hf_conversion
 from quant_eval.hf_conversion import convert_model_dir, model_files
 from quant_eval.llama_tools import CONVERTER_VARIABLE, find_converter
 
@@ -92,7 +93,7 @@ def write_tiny_hf_llama(directory: Path) -> Path:
 
 
 def transformers_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Tokenize a pair with transformers the way lm-evaluation-harness splits it."""
+    """Tokenize a pair with transformers, moving trailing spaces of the context to the continuation."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
@@ -274,6 +275,15 @@ def test_start_up_check_names_config_key(hf_model_dir, tmp_path):
 def test_convert_type_on_gguf_source_rejected(tiny_model):
     with pytest.raises(ConfigError, match=r"'models\.tiny\.convert_type' applies to a Hugging Face model directory"):
         check_input_files({"models": {"tiny": {"source": str(tiny_model), "convert_type": "f32"}}})
+
+
+def test_missing_converter_package_names_extra(monkeypatch, hf_model_dir, tmp_path):
+    monkeypatch.setattr(hf_conversion, "CONVERTER_PACKAGES", ("torch", "no_such_package_for_quant_eval"))
+    with pytest.raises(ToolError, match=r"needs no_such_package_for_quant_eval.*`make setup`.*`hf` extra"):
+        check_input_files({"models": {"tiny": {"source": str(hf_model_dir)}}})
+    with pytest.raises(ToolError, match="no_such_package_for_quant_eval"):
+        convert_model_dir(hf_model_dir, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()
 
 
 def test_missing_converter_names_setup(monkeypatch, tmp_path):

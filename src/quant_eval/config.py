@@ -141,7 +141,8 @@ def check_input_files(config: dict[str, Any]) -> None:
     from .base_model import resolve_source
     from .calibration import resolve_calibration_source
     from .errors import InvalidModelError
-    from .hf_conversion import check_model_dir
+    from .hf_conversion import check_converter_packages, check_model_dir
+    from .llama_tools import find_converter
 
     for name, model in config["models"].items():
         path = resolve_source(model["source"])
@@ -150,6 +151,8 @@ def check_input_files(config: dict[str, Any]) -> None:
                 check_model_dir(path)
             except InvalidModelError as error:
                 raise ConfigError(f"{error} (config key 'models.{name}.source')") from None
+            find_converter()
+            check_converter_packages()
             continue
         if not path.is_file():
             raise ConfigError(

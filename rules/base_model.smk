@@ -1,14 +1,5 @@
 # Base model intake: one unquantized GGUF per configured model.
 
-from quant_eval.base_model import resolve_source
-from quant_eval.hf_conversion import model_files
-
-
-def base_model_input(wildcards):
-    """The files of a Hugging Face model directory, so that a change to any of them converts again."""
-    path = resolve_source(config["models"][wildcards.model]["source"])
-    return [str(file) for file in model_files(path)] if path.is_dir() else []
-
 
 rule base_model:
     input:

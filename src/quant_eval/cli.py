@@ -62,8 +62,10 @@ def _variant_pair(text: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------- stages
 
 @command("base-model", "write the unquantized base model GGUF of one model", lambda p: (
-    p.add_argument("--source", required=True, help="GGUF path or embedded:NAME"),
+    p.add_argument("--source", required=True, help="GGUF path, Hugging Face model directory or embedded:NAME"),
     p.add_argument("--dequantize", action="store_true", help="accept a quantized GGUF and dequantize it to F16"),
+    p.add_argument("--convert-type", choices=["f32", "f16", "bf16"],
+                   help="GGUF type a model directory is converted to (default f16)"),
     p.add_argument("--output", type=Path, required=True, help="base model GGUF to write"),
     p.add_argument("--info", type=Path, required=True, help="JSON record of the source to write"),
     p.add_argument("--audit", type=Path, required=True, help="JSON tensor audit to write"),
@@ -73,7 +75,7 @@ def _base_model(args: argparse.Namespace) -> None:
     from .gguf_files import audit_tensors
     from .files import write_json
 
-    prepare_base_model(args.source, args.dequantize, args.output, args.info)
+    prepare_base_model(args.source, args.dequantize, args.output, args.info, args.convert_type)
     write_json(audit_tensors(args.output, None), args.audit)
 
 

@@ -155,13 +155,29 @@ def check_input_files(config: dict[str, Any]) -> None:
     """
     from .base_model import resolve_source
     from .calibration import resolve_calibration_source
+    from .errors import InvalidModelError
+    from .hf_conversion import check_converter_packages, check_model_dir
+    from .llama_tools import find_converter
 
     for name, model in config["models"].items():
         path = resolve_source(model["source"])
+        if path.is_dir():
+            try:
+                check_model_dir(path)
+            except InvalidModelError as error:
+                raise ConfigError(f"{error} (config key 'models.{name}.source')") from None
+            find_converter()
+            check_converter_packages()
+            continue
         if not path.is_file():
             raise ConfigError(
                 f"model file not found: {path} (config key 'models.{name}.source'); "
-                "give the path of a GGUF file"
+                "give the path of a GGUF file or of a Hugging Face model directory"
+            )
+        if "convert_type" in model:
+            raise ConfigError(
+                f"config key 'models.{name}.convert_type' applies to a Hugging Face model directory "
+                f"only, and {path} is a file; remove the key"
             )
     for entry in config.get("imatrix", {}).get("calibration", []):
         resolve_calibration_source(entry)

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +18,8 @@ from .errors import ToolError
 logger = logging.getLogger(__name__)
 
 TOOLS_DIR_VARIABLE = "LLAMA_CPP_TOOLS_DIR"
+CONVERTER_VARIABLE = "LLAMA_CPP_CONVERTER"
+CONVERTER_NAME = "convert_hf_to_gguf.py"
 
 
 def find_tool(name: str) -> Path:
@@ -38,6 +41,30 @@ def find_tool(name: str) -> Path:
     raise ToolError(
         f"llama.cpp tool {name!r} not found in ${TOOLS_DIR_VARIABLE}, site-packages/bin or PATH; "
         "run `make setup`, or set LLAMA_CPP_TOOLS_DIR to the folder that holds it"
+    )
+
+
+def find_converter() -> Path:
+    """Return the path of llama.cpp's convert_hf_to_gguf.py.
+
+    Looks at $LLAMA_CPP_CONVERTER, then in share/quant-eval/llama.cpp/ of the running
+    Python environment, where scripts/install_llama_cpp.sh unpacks it together with its
+    `conversion` package and gguf-py from the llama-cpp-python source package.
+    """
+    if os.environ.get(CONVERTER_VARIABLE):
+        candidate = Path(os.environ[CONVERTER_VARIABLE])
+        if candidate.is_file():
+            return candidate
+        raise ToolError(
+            f"${CONVERTER_VARIABLE} is {candidate}, which is not a file; point it at llama.cpp's "
+            f"{CONVERTER_NAME}, or unset it to use the one that `make setup` installs"
+        )
+    candidate = Path(sys.prefix) / "share" / "quant-eval" / "llama.cpp" / CONVERTER_NAME
+    if candidate.is_file():
+        return candidate
+    raise ToolError(
+        f"llama.cpp's {CONVERTER_NAME} not found at {candidate}; run `make setup` (it unpacks the "
+        f"converter from the llama-cpp-python source package), or set {CONVERTER_VARIABLE} to its path"
     )
 
 

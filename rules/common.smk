@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from snakemake.utils import validate
 # The package is normally installed (make setup); the path also covers a plain checkout.
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from quant_eval.benchmarks import BENCHMARKS, effective_runs
+from quant_eval.benchmarks import BENCHMARKS, benchmark_source_files, effective_runs
 from quant_eval.config import (
     BASE_VARIANT,
     check_config,
@@ -37,12 +38,19 @@ except QuantEvalError as error:
 MODELS = list(config["models"])
 VARIANTS = {variant.name: variant for variant in list_variants(config)}
 QUANTIZED_VARIANTS = [name for name, variant in VARIANTS.items() if not variant.is_base]
+CALIBRATION_SETS = config["imatrix"].get("calibration_sets", {})
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly these names; `(?!)` matches nothing."""
+    return "|".join(map(re.escape, names)) or "(?!)"
 
 
 wildcard_constraints:
-    model="|".join(map(re.escape, MODELS)),
-    variant="|".join(map(re.escape, VARIANTS)),
-    benchmark="|".join(map(re.escape, config["benchmarks"])),
+    model=one_of(MODELS),
+    variant=one_of(VARIANTS),
+    benchmark=one_of(config["benchmarks"]),
+    calibration_set=one_of(CALIBRATION_SETS),
     run=r"\d+",
 
 
@@ -54,14 +62,33 @@ def model_file(wildcards):
 
 
 def imatrix_input(wildcards):
-    """The imatrix file of a variant quantized with it; nothing for one quantized without."""
-    if VARIANTS[wildcards.variant].imatrix:
-        return f"imatrix_data/{wildcards.model}.imatrix"
+    """The imatrix file of a variant quantized with it; nothing for one quantized without.
+
+    A recipe with its own calibration set uses that set's imatrix.
+    """
+    variant = VARIANTS[wildcards.variant]
+    if not variant.imatrix:
+        return []
+    if variant.calibration:
+        return f"imatrix_data/{wildcards.model}/{variant.calibration}.imatrix"
+    return f"imatrix_data/{wildcards.model}.imatrix"
+
+
+def calibration_report_input(wildcards):
+    """The tokens-per-source record of a recipe's calibration set; nothing for the default text."""
+    variant = VARIANTS[wildcards.variant]
+    if variant.imatrix and variant.calibration:
+        return f"imatrix_data/{wildcards.model}/{variant.calibration}.tokens.json"
     return []
 
 
 def benchmark_settings(benchmark):
     return config["benchmarks"][benchmark]
+
+
+def user_benchmark_files(wildcards):
+    """The files a user benchmark is defined by, so that editing one re-runs its jobs."""
+    return benchmark_source_files(wildcards.benchmark, benchmark_settings(wildcards.benchmark))
 
 
 def run_files(wildcards=None):

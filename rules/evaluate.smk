@@ -2,6 +2,8 @@
 
 
 rule benchmark_data:
+    input:
+        user_benchmark_files,
     output:
         test="benchmark_data/{benchmark}.test.jsonl",
         fewshot="benchmark_data/{benchmark}.fewshot.jsonl",
@@ -12,10 +14,16 @@ rule benchmark_data:
             else ""
         ),
         seed=config["seed"],
+        # A user benchmark is defined by its settings; a built-in one needs none here.
+        user_settings=lambda wildcards: (
+            "--settings " + shlex.quote(json.dumps(benchmark_settings(wildcards.benchmark), sort_keys=True))
+            if "kind" in benchmark_settings(wildcards.benchmark)
+            else ""
+        ),
     log:
         "logs/benchmark_data/{benchmark}.log",
     shell:
-        "quant-eval benchmark-data --benchmark {wildcards.benchmark} {params.limit}"
+        "quant-eval benchmark-data --benchmark {wildcards.benchmark} {params.limit} {params.user_settings}"
         " --seed {params.seed} --test-output {output.test} --fewshot-output {output.fewshot}"
         " > {log} 2>&1"
 
@@ -25,6 +33,7 @@ rule evaluate:
         model=model_file,
         test="benchmark_data/{benchmark}.test.jsonl",
         fewshot="benchmark_data/{benchmark}.fewshot.jsonl",
+        definition=user_benchmark_files,
     output:
         "evaluation_results/runs/{model}/{variant}/{benchmark}/run{run}.json",
     params:

@@ -20,8 +20,11 @@ EMBEDDED_SOURCE = "embedded:smollm2-135m-instruct"
 
 
 def write_tiny_llama(path: Path, hidden: int = 256, ffn: int = 512, layers: int = 2,
-                     dtype: type = np.float16, seed: int = 0) -> Path:
-    """Write a random-weight llama GGUF with the embedded model's tokenizer."""
+                     dtype: type = np.float16, seed: int = 0, output_tensor: bool = False) -> Path:
+    """Write a random-weight llama GGUF with the embedded model's tokenizer.
+
+    Without `output_tensor` the output layer reuses the token embeddings (tied), as in SmolLM2.
+    """
     tokenizer = GGUFReader(resolve_source(EMBEDDED_SOURCE))
     rng = np.random.default_rng(seed)
     heads, kv_heads = 4, 2
@@ -52,6 +55,8 @@ def write_tiny_llama(path: Path, hidden: int = 256, ffn: int = 512, layers: int 
 
     writer.add_tensor("token_embd.weight", weight(vocab, hidden))
     writer.add_tensor("output_norm.weight", np.ones(hidden, dtype=np.float32))
+    if output_tensor:
+        writer.add_tensor("output.weight", weight(vocab, hidden))
     for layer in range(layers):
         prefix = f"blk.{layer}."
         writer.add_tensor(prefix + "attn_norm.weight", np.ones(hidden, dtype=np.float32))

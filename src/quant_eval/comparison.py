@@ -48,6 +48,10 @@ def build_comparison(
                 "bits_per_weight": audit["bits_per_weight"],
                 "tensor_types": audit["tensor_types"],
                 "fallback_tensors": len(audit["fallback_tensors"]),
+                "recipe": None if variant.is_base else variant.recipe(),
+                # Per override: the tensors it matched and whether they got the requested type.
+                "overrides": audit.get("overrides", []),
+                "calibration": audit.get("calibration"),
             })
 
     scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
@@ -70,13 +74,14 @@ def build_comparison(
                     items[item_id] = [score for _, score in sorted(pairs)]
 
     benchmarks = {}
-    for name in config["benchmarks"]:
-        benchmark = get_benchmark(name)
+    for name, settings in config["benchmarks"].items():
+        benchmark = get_benchmark(name, settings)
         benchmarks[name] = {
             "metric": benchmark.metric,
             "n_items": n_items.get(name, 0),
             "runs": len(runs_seen.get(name, ())),
-            "score_kind": "binary",
+            "score_kind": benchmark.score_kind,
+            "description": benchmark.description,
         }
     return {
         "reference": config.get("reference", BASE_VARIANT),

@@ -1,7 +1,7 @@
 """The workflow with recipes and the README's user benchmarks, on a tiny random-weight model.
 
-One run goes from the model to the PDF scorecard; the re-run tests then ask Snakemake
-what it would do after one recipe or one calibration set changed (dry runs).
+One run goes from the model to the PDF scorecard. The re-run tests then change one recipe,
+calibration set or scorer and ask Snakemake which jobs it would run (dry runs).
 """
 
 from __future__ import annotations

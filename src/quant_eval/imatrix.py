@@ -45,8 +45,7 @@ def count_mix_tokens(model: Path, calibration: Path, manifest: Path, context: in
     for index, start, end in record["segments"]:
         n_tokens = len(vocab.tokenize(text[start:end].encode("utf-8"), add_bos=False, special=False))
         total[index] += n_tokens
-        taken = min(n_tokens, max(budget - consumed, 0))
-        read[index] += taken
+        read[index] += min(n_tokens, max(budget - consumed, 0))
         consumed += n_tokens
     n_read = sum(read)
     return {

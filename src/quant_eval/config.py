@@ -315,11 +315,12 @@ def check_config(
 
 
 def check_input_files(config: dict[str, Any]) -> None:
-    """Raise an error naming the config key if a model or calibration file does not exist.
+    """Raise an error naming the config key if a model, calibration or user benchmark file does not exist.
 
     Checked at start-up so that a wrong path stops the workflow before any job runs.
     """
     from .base_model import resolve_source
+    from .benchmarks import get_benchmark, is_user_benchmark
     from .calibration import resolve_calibration_source
 
     for name, model in config["models"].items():
@@ -336,3 +337,7 @@ def check_input_files(config: dict[str, Any]) -> None:
         for entry in entries:
             source = entry if isinstance(entry, str) else entry["source"]
             resolve_calibration_source(source, f"imatrix.calibration_sets.{name}")
+    # Loading a user benchmark checks its files, its task definition or scorer module.
+    for name, settings in config["benchmarks"].items():
+        if is_user_benchmark(settings):
+            get_benchmark(name, settings)

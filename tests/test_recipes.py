@@ -363,3 +363,19 @@ def test_mix_token_counts(tiny_model, tmp_path):
     assert math["n_tokens"] + english["n_tokens"] == report["tokens_total"]
     assert math["n_tokens"] > english["n_tokens"] > 0
     assert math["token_share_read"] > 0.5
+
+
+# ----------------------------------------------------------------------- report
+
+def test_report_pairs_follow_recipes():
+    from quant_eval.reporting.results import ResultIndex
+    from quant_eval.reporting.sections import ImatrixPair, imatrix_pairs as report_pairs
+
+    config = make_config({"name": "high-plain", "type": "q4_k_m", "protection": "high", "imatrix": False})
+    variants = [{"model": "tiny", "variant": v.name, "imatrix": v.imatrix,
+                 "recipe": None if v.is_base else v.recipe()} for v in list_variants(config)]
+    comparison = {"reference": "base", "models": {"tiny": {}}, "variants": variants, "benchmarks": {}}
+    index = ResultIndex.build(comparison, {"reference": "base", "confidence_level": 0.95, "results": []})
+
+    assert report_pairs(index, "tiny") == [ImatrixPair("q4_k_m", "q4_k_m-no-imatrix"),
+                                           ImatrixPair("q4_k_m-high", "high-plain")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,9 +197,28 @@ class ImatrixPair:
     without_imatrix: str
 
 
+def _recipe_without_imatrix(variant: dict[str, Any]) -> str | None:
+    recipe = variant.get("recipe")
+    if not recipe:
+        return None
+    return json.dumps({k: v for k, v in recipe.items() if k not in ("imatrix", "calibration")}, sort_keys=True)
+
+
 def imatrix_pairs(index: ResultIndex, model: str) -> list[ImatrixPair]:
-    """Return each `<type>` variant that has a `<type>-no-imatrix` counterpart."""
-    names = [v["variant"] for v in index.variants(model)]
+    """Return the pairs of variants whose recipes differ only in the imatrix, with it first.
+
+    Comparisons written before recipes existed carry no `recipe`; there each `<type>`
+    variant pairs with its `<type>-no-imatrix` counterpart.
+    """
+    variants = index.variants(model)
+    if any("recipe" in v for v in variants):
+        pairs = []
+        for with_imatrix in (v for v in variants if v.get("recipe") and v["imatrix"]):
+            for without in (v for v in variants if v.get("recipe") and not v["imatrix"]):
+                if _recipe_without_imatrix(with_imatrix) == _recipe_without_imatrix(without):
+                    pairs.append(ImatrixPair(with_imatrix["variant"], without["variant"]))
+        return pairs
+    names = [v["variant"] for v in variants]
     pairs = []
     for name in names:
         if name.endswith(NO_IMATRIX_SUFFIX) and name[: -len(NO_IMATRIX_SUFFIX)] in names:

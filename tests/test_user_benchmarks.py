@@ -126,7 +126,7 @@ def test_python_scorer_scores(tmp_path):
     assert records[0]["prompt"].endswith("Q: What is 3 plus 4?\nA:")
 
 
-def test_graded_score_out_of_range_rejected(tmp_path):
+def test_binary_score_half_rejected(tmp_path):
     module = tmp_path / "scorer.py"
     module.write_text("def prompt(item):\n    return 'Q: x'\ndef score(item, completion):\n    return 0.5\n")
     benchmark = get_benchmark("b", {**ADDITION, "module": str(module)})

@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from quant_eval import resources as sizing
 from quant_eval.base_model import resolve_source
-from quant_eval.benchmarks import BENCHMARKS, effective_runs, unavailable_benchmarks
-from quant_eval.calibration import resolve_calibration_source
+from quant_eval.benchmarks import BENCHMARKS, benchmark_source_files, effective_runs, unavailable_benchmarks
+from quant_eval.calibration import normalize_mix, resolve_calibration_source
 from quant_eval.config import (
     BASE_VARIANT,
     check_config,
@@ -48,13 +48,20 @@ VARIANTS = {variant.name: variant for variant in list_variants(config)}
 QUANTIZED_VARIANTS = [name for name, variant in VARIANTS.items() if not variant.is_base]
 BENCHMARKS_RUN = [name for name in config["benchmarks"] if name not in NOT_RUN]
 # Benchmarks scored by lm-evaluation-harness (rule evaluate); judged ones have their own rules.
-HARNESS_BENCHMARKS = [name for name in BENCHMARKS_RUN if not BENCHMARKS[name].judged]
+HARNESS_BENCHMARKS = [name for name in BENCHMARKS_RUN if not BENCHMARKS.get(name) or not BENCHMARKS[name].judged]
+CALIBRATION_SETS = config["imatrix"].get("calibration_sets", {})
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly these names; `(?!)` matches nothing."""
+    return "|".join(map(re.escape, names)) or "(?!)"
 
 
 wildcard_constraints:
-    model="|".join(map(re.escape, MODELS)),
-    variant="|".join(map(re.escape, VARIANTS)),
-    benchmark="|".join(map(re.escape, config["benchmarks"])),
+    model=one_of(MODELS),
+    variant=one_of(VARIANTS),
+    benchmark=one_of(config["benchmarks"]),
+    calibration_set=one_of(CALIBRATION_SETS),
     run=r"\d+",
 
 
@@ -75,9 +82,23 @@ def base_model_input(wildcards):
 
 
 def imatrix_input(wildcards):
-    """The imatrix file of a variant quantized with it; nothing for one quantized without."""
-    if VARIANTS[wildcards.variant].imatrix:
-        return f"imatrix_data/{wildcards.model}.imatrix"
+    """The imatrix file of a variant quantized with it; nothing for one quantized without.
+
+    A recipe with its own calibration set uses that set's imatrix.
+    """
+    variant = VARIANTS[wildcards.variant]
+    if not variant.imatrix:
+        return []
+    if variant.calibration:
+        return f"imatrix_data/{wildcards.model}/{variant.calibration}.imatrix"
+    return f"imatrix_data/{wildcards.model}.imatrix"
+
+
+def calibration_report_input(wildcards):
+    """The tokens-per-source record of a recipe's calibration set; nothing for the default text."""
+    variant = VARIANTS[wildcards.variant]
+    if variant.imatrix and variant.calibration:
+        return f"imatrix_data/{wildcards.model}/{variant.calibration}.tokens.json"
     return []
 
 
@@ -91,14 +112,27 @@ def benchmark_settings(benchmark):
 
 
 def benchmark_data_file(benchmark):
-    """The local data file a benchmark reads, as a list; empty for data shipped in PyPI packages."""
-    data = benchmark_settings(benchmark).get("data")
-    return [str(data)] if data else []
+    """The local data file of a built-in benchmark (ELYZA-tasks-100), as a list; empty otherwise.
+
+    A user benchmark's data file comes through user_benchmark_files instead.
+    """
+    settings = benchmark_settings(benchmark)
+    data = settings.get("data")
+    return [str(data)] if data and "kind" not in settings else []
 
 
-def alternatives(names):
-    """A wildcard pattern matching exactly these names; one that matches nothing when there are none."""
-    return "|".join(map(re.escape, names)) if names else "(?!)"
+def user_benchmark_files(wildcards):
+    """The files a user benchmark is defined by, so that editing one re-runs its jobs."""
+    return benchmark_source_files(wildcards.benchmark, benchmark_settings(wildcards.benchmark))
+
+
+def calibration_set_files(wildcards):
+    """The source files of one named calibration set, so that editing one re-runs its imatrix."""
+    key = f"imatrix.calibration_sets.{wildcards.calibration_set}"
+    return [
+        str(resolve_calibration_source(item["source"], key))
+        for item in normalize_mix(CALIBRATION_SETS[wildcards.calibration_set])
+    ]
 
 
 def run_files(wildcards=None):

@@ -5,6 +5,7 @@ rule benchmark_data:
     input:
         # A local data file (ELYZA-tasks-100), so that a changed file re-writes the subset.
         data=lambda wildcards: benchmark_data_file(wildcards.benchmark),
+        user_files=user_benchmark_files,
     output:
         test="benchmark_data/{benchmark}.test.jsonl",
         fewshot="benchmark_data/{benchmark}.fewshot.jsonl",
@@ -18,23 +19,30 @@ rule benchmark_data:
         data=lambda wildcards: " ".join(
             f"--data {shlex.quote(path)}" for path in benchmark_data_file(wildcards.benchmark)
         ),
+        # A user benchmark is defined by its settings; a built-in one needs none here.
+        user_settings=lambda wildcards: (
+            "--settings " + shlex.quote(json.dumps(benchmark_settings(wildcards.benchmark), sort_keys=True))
+            if "kind" in benchmark_settings(wildcards.benchmark)
+            else ""
+        ),
     log:
         "logs/benchmark_data/{benchmark}.log",
     conda:
         "../envs/quant-eval.yaml"
     shell:
-        "quant-eval benchmark-data --benchmark {wildcards.benchmark} {params.limit}"
+        "quant-eval benchmark-data --benchmark {wildcards.benchmark} {params.limit} {params.user_settings}"
         " --seed {params.seed} --test-output {output.test} --fewshot-output {output.fewshot}"
         " {params.data} > {log} 2>&1"
 
 
 rule evaluate:
     wildcard_constraints:
-        benchmark=alternatives(HARNESS_BENCHMARKS),
+        benchmark=one_of(HARNESS_BENCHMARKS),
     input:
         model=model_file,
         test="benchmark_data/{benchmark}.test.jsonl",
         fewshot="benchmark_data/{benchmark}.fewshot.jsonl",
+        definition=user_benchmark_files,
     output:
         "evaluation_results/runs/{model}/{variant}/{benchmark}/run{run}.json",
     params:

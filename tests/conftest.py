@@ -26,8 +26,12 @@ ELYZA_DATA = SHARED / "data" / "elyza-tasks-100" / "dataset.jsonl"
 
 
 def write_tiny_llama(path: Path, hidden: int = 256, ffn: int = 512, layers: int = 2,
-                     dtype: type = np.float16, seed: int = 0, chat_template: bool = True) -> Path:
-    """Write a random-weight llama GGUF with the embedded model's tokenizer (and its chat template)."""
+                     dtype: type = np.float16, seed: int = 0, chat_template: bool = True,
+                     output_tensor: bool = False) -> Path:
+    """Write a random-weight llama GGUF with the embedded model's tokenizer (and its chat template).
+
+    Without `output_tensor` the output layer reuses the token embeddings (tied), as in SmolLM2.
+    """
     tokenizer = GGUFReader(resolve_source(EMBEDDED_SOURCE))
     rng = np.random.default_rng(seed)
     heads, kv_heads = 4, 2
@@ -60,6 +64,8 @@ def write_tiny_llama(path: Path, hidden: int = 256, ffn: int = 512, layers: int 
 
     writer.add_tensor("token_embd.weight", weight(vocab, hidden))
     writer.add_tensor("output_norm.weight", np.ones(hidden, dtype=np.float32))
+    if output_tensor:
+        writer.add_tensor("output.weight", weight(vocab, hidden))
     for layer in range(layers):
         prefix = f"blk.{layer}."
         writer.add_tensor(prefix + "attn_norm.weight", np.ones(hidden, dtype=np.float32))

@@ -67,6 +67,17 @@ class Benchmark:
         """Return why the benchmark's items cannot be read under `settings`, or None when they can."""
         return None
 
+    @property
+    def description(self) -> str:
+        """Return the first line of the class docstring."""
+        return (type(self).__doc__ or "").strip().splitlines()[0] if type(self).__doc__ else ""
+
+    def task_yaml(self) -> Path:
+        """Return the harness's task definition file."""
+        import lm_eval.tasks
+
+        return Path(lm_eval.tasks.__file__).parent / self.task_definition
+
     def load_items(self) -> list[dict[str, Any]]:
         """Return the evaluation items, each with a stable `id`, in the harness's schema."""
         raise NotImplementedError
@@ -235,15 +246,32 @@ class ElyzaTasks100(Benchmark):
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (GSM8K(), ARCChallenge(), ElyzaTasks100())}
 
 
-def get_benchmark(name: str) -> Benchmark:
+def is_user_benchmark(settings: dict[str, Any] | None) -> bool:
+    """Return whether a benchmark's config settings define a user benchmark (they give its `kind`)."""
+    return bool(settings) and "kind" in settings
+
+
+def get_benchmark(name: str, settings: dict[str, Any] | None = None) -> Benchmark:
+    """Return the benchmark `name`: a built-in one, or the user benchmark its `settings` define."""
+    if is_user_benchmark(settings):
+        from .user_benchmarks import user_benchmark
+
+        return user_benchmark(name, settings)
     if name not in BENCHMARKS:
         raise InvalidDataError(f"unknown benchmark {name!r}; available: {', '.join(BENCHMARKS)}")
     return BENCHMARKS[name]
 
 
+def benchmark_source_files(name: str, settings: dict[str, Any]) -> list[str]:
+    """Return the user files a benchmark is defined by (none for a built-in one)."""
+    if not is_user_benchmark(settings):
+        return []
+    return [str(path) for path in get_benchmark(name, settings).source_files()]
+
+
 def effective_runs(name: str, settings: dict[str, Any], runs: int) -> int:
     """Return how many runs are computed: one when every run would give the same scores."""
-    return runs if get_benchmark(name).runs_vary(settings) else 1
+    return runs if get_benchmark(name, settings).runs_vary(settings) else 1
 
 
 def unavailable_benchmarks(config: dict[str, Any]) -> dict[str, str]:
@@ -254,7 +282,7 @@ def unavailable_benchmarks(config: dict[str, Any]) -> dict[str, str]:
     """
     reasons = {}
     for name, settings in config["benchmarks"].items():
-        reason = get_benchmark(name).unavailable_reason(settings)
+        reason = get_benchmark(name, settings).unavailable_reason(settings)
         if reason is None:
             continue
         if not settings.get("optional", False):

@@ -99,12 +99,27 @@ def _calibration(args: argparse.Namespace) -> None:
     p.add_argument("--threads", type=int, default=1),
     p.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to a GPU; -1 for all"),
     p.add_argument("--log", type=Path, help="file the tool's output is appended to"),
+    p.add_argument("--manifest", type=Path, help="manifest of a calibration mix (calibration-mix --manifest)"),
+    p.add_argument("--token-report", type=Path, help="JSON of the tokens per mix source to write; needs --manifest"),
 ))
 def _imatrix(args: argparse.Namespace) -> None:
     from .imatrix import compute_imatrix
 
     compute_imatrix(args.model, args.calibration, args.output, args.context, args.chunks,
-                    args.batch_size, args.threads, args.log, args.gpu_layers)
+                    args.batch_size, args.threads, args.log, args.gpu_layers, args.manifest, args.token_report)
+
+
+@command("calibration-mix", "write a weighted mix of calibration sources and its manifest", lambda p: (
+    p.add_argument("--name", required=True, help="name of the calibration set (imatrix.calibration_sets key)"),
+    p.add_argument("--sources", type=_json_argument, required=True,
+                   help='JSON list of sources: "PATH" or {"source": "PATH", "weight": W}; W is a share of characters'),
+    p.add_argument("--output", type=Path, required=True, help="calibration text to write"),
+    p.add_argument("--manifest", type=Path, required=True, help="JSON manifest of the mix to write"),
+))
+def _calibration_mix(args: argparse.Namespace) -> None:
+    from .calibration import build_calibration_mix
+
+    build_calibration_mix(args.sources, args.output, args.manifest, args.name)
 
 
 @command("quantize", "quantize a base model with llama-quantize and audit the result", lambda p: (
@@ -115,11 +130,15 @@ def _imatrix(args: argparse.Namespace) -> None:
     p.add_argument("--audit", type=Path, required=True, help="JSON tensor audit to write"),
     p.add_argument("--threads", type=int, default=1),
     p.add_argument("--log", type=Path, help="file the tool's output is appended to"),
+    p.add_argument("--recipe", type=_json_argument, help="recipe as JSON (Variant.recipe()): per-tensor overrides"),
+    p.add_argument("--calibration-report", type=Path,
+                   help="tokens per source of the imatrix's calibration set (imatrix --token-report)"),
 ))
 def _quantize(args: argparse.Namespace) -> None:
     from .quantize import quantize_model
 
-    quantize_model(args.model, args.type, args.output, args.audit, args.imatrix, args.threads, args.log)
+    quantize_model(args.model, args.type, args.output, args.audit, args.imatrix, args.threads, args.log,
+                   args.recipe, args.calibration_report)
 
 
 @command("benchmark-data", "write a benchmark's seeded item subset and few-shot pool", lambda p: (
@@ -129,11 +148,12 @@ def _quantize(args: argparse.Namespace) -> None:
     p.add_argument("--test-output", type=Path, required=True),
     p.add_argument("--fewshot-output", type=Path, required=True),
     p.add_argument("--data", type=Path, help="local data file, for benchmarks not shipped in a PyPI package"),
+    p.add_argument("--settings", type=_json_argument, help="a user benchmark's config settings as JSON"),
 ))
 def _benchmark_data(args: argparse.Namespace) -> None:
     from .benchmarks import get_benchmark
 
-    benchmark = get_benchmark(args.benchmark)
+    benchmark = get_benchmark(args.benchmark, args.settings)
     if args.data is not None:
         benchmark = benchmark.with_data(args.data)
     benchmark.prepare(args.limit, args.seed, args.test_output, args.fewshot_output)
@@ -330,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Arguments that name files a stage writes: their folders are created before the stage runs.
 OUTPUT_ARGUMENTS = ("output", "info", "audit", "test_output", "fewshot_output", "performance", "efficiency",
-                    "paired_differences", "flips", "log")
+                    "paired_differences", "flips", "log", "manifest", "token_report")
 
 
 def main(argv: list[str] | None = None) -> int:

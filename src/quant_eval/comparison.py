@@ -56,6 +56,10 @@ def build_comparison(
                 "bits_per_weight": audit["bits_per_weight"],
                 "tensor_types": audit["tensor_types"],
                 "fallback_tensors": len(audit["fallback_tensors"]),
+                "recipe": None if variant.is_base else variant.recipe(),
+                # Per override: the tensors it matched and whether they got the requested type.
+                "overrides": audit.get("overrides", []),
+                "calibration": audit.get("calibration"),
             })
 
     scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
@@ -100,15 +104,16 @@ def build_comparison(
                     benchmarks.pop(benchmark, None)
 
     benchmarks = {}
-    for name in config["benchmarks"]:
+    for name, settings in config["benchmarks"].items():
         if name in not_run or name in not_scored:
             continue
-        benchmark = get_benchmark(name)
+        benchmark = get_benchmark(name, settings)
         benchmarks[name] = {
             "metric": benchmark.metric,
             "n_items": n_items.get(name, 0),
             "runs": len(runs_seen.get(name, ())),
             "score_kind": benchmark.score_kind,
+            "description": benchmark.description,
         }
         if benchmark.judged:
             benchmarks[name]["judge"] = judges.get(name)

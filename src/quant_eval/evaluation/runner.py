@@ -10,7 +10,7 @@ from typing import Any
 
 from lm_eval.api.model import LM
 
-from ..benchmarks import get_benchmark
+from ..benchmarks import _read_jsonl, get_benchmark
 from ..errors import InvalidModelError
 from ..files import write_json
 from ..gguf_files import open_gguf
@@ -25,22 +25,19 @@ def run_seed(seed: int, run: int) -> int:
 
 
 def _load_task(benchmark_name: str, settings: dict[str, Any], data_files: dict[str, str]) -> Any:
-    import lm_eval.tasks
     from lm_eval.tasks import TaskManager
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    benchmark = get_benchmark(benchmark_name)
+    benchmark = get_benchmark(benchmark_name, settings)
     # Reading the one definition directly skips indexing the harness's ~15,000 task
     # files, which takes longer than a small evaluation.
-    yaml_path = Path(lm_eval.tasks.__file__).parent / benchmark.task_definition
-    task_config = load_yaml(yaml_path, resolve_func=True)
+    task_config = load_yaml(benchmark.task_yaml(), resolve_func=True)
     task_config.update(benchmark.task_overrides(settings, data_files))
     task_config["task"] = benchmark.task
     return TaskManager(include_defaults=False).load([task_config])
 
 
-def _item_record(benchmark_name: str, sample: dict[str, Any]) -> dict[str, Any]:
-    benchmark = get_benchmark(benchmark_name)
+def _item_record(benchmark: Any, sample: dict[str, Any]) -> dict[str, Any]:
     doc = sample["doc"]
     arguments = sample["arguments"]
     record: dict[str, Any] = {
@@ -49,7 +46,8 @@ def _item_record(benchmark_name: str, sample: dict[str, Any]) -> dict[str, Any]:
         "gold": sample["target"],
         "score": float(sample[benchmark.metric]),
     }
-    if sample.get("filter") and sample["filter"] != "none":
+    # A generation request's arguments are (prompt, generation settings).
+    if isinstance(arguments[0][1], dict):
         record["output"] = sample["resps"][0][0]
         record["extracted_answer"] = sample["filtered_resps"][0]
     else:
@@ -62,7 +60,8 @@ def _item_record(benchmark_name: str, sample: dict[str, Any]) -> dict[str, Any]:
         record["loglikelihoods"] = loglikelihoods
         record["prediction_acc"] = max(range(len(choices)), key=loglikelihoods.__getitem__)
         record["prediction_acc_norm"] = max(range(len(choices)), key=per_character.__getitem__)
-        predicted = record[f"prediction_{benchmark.metric}"]
+        # A metric other than acc and acc_norm shows the choice acc would pick.
+        predicted = record.get(f"prediction_{benchmark.metric}", record["prediction_acc"])
         record["output"] = choices[predicted]
         record["extracted_answer"] = predicted
     for metric in ("acc", "acc_norm", "exact_match"):
@@ -82,7 +81,7 @@ def run_task(model: LM, benchmark_name: str, settings: dict[str, Any], data_file
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lm_eval.evaluator import evaluate as harness_evaluate
 
-    benchmark = get_benchmark(benchmark_name)
+    benchmark = get_benchmark(benchmark_name, settings)
     with tempfile.TemporaryDirectory() as cache:
         os.environ["HF_DATASETS_CACHE"] = cache  # a private cache: parallel jobs never share one
         task_dict = _load_task(benchmark_name, settings, data_files)
@@ -92,7 +91,7 @@ def run_task(model: LM, benchmark_name: str, settings: dict[str, Any], data_file
     samples = results["samples"][benchmark.task]
     if benchmark.filter is not None:
         samples = [s for s in samples if s["filter"] == benchmark.filter]
-    return [_item_record(benchmark_name, sample) for sample in sorted(samples, key=lambda s: s["doc_id"])]
+    return [_item_record(benchmark, sample) for sample in sorted(samples, key=lambda s: s["doc_id"])]
 
 
 def evaluate(
@@ -116,7 +115,7 @@ def evaluate(
     reach the reports, which mark the missing results. Any other error fails the job,
     which Snakemake's `retries` may then run again.
     """
-    benchmark = get_benchmark(benchmark_name)
+    benchmark = get_benchmark(benchmark_name, settings)
     this_seed = run_seed(seed, run)
     record = {
         **labels,
@@ -137,7 +136,12 @@ def evaluate(
         return record
 
     model = LlamaCppLM(model_path, context=context, threads=threads, seed=this_seed, gpu_layers=gpu_layers)
-    items = run_task(model, benchmark_name, settings, {"test": str(test_file), "fewshot": str(fewshot_file)}, this_seed)
+    if hasattr(benchmark, "run_items"):
+        # A benchmark scored by the user's Python module: no harness task.
+        items = benchmark.run_items(model, list(_read_jsonl(test_file)))
+    else:
+        items = run_task(model, benchmark_name, settings, {"test": str(test_file), "fewshot": str(fewshot_file)},
+                         this_seed)
     mean = sum(item["score"] for item in items) / len(items) if items else float("nan")
     record.update({"status": "complete", "reason": None, "n_items": len(items), "mean_score": mean, "items": items})
     write_json(record, output, indent=1)

@@ -9,7 +9,8 @@ from typing import Any
 from .formats import INTERVAL_METHODS, MISSING, format_level
 from .notes import benchmark_notes
 from .results import ResultIndex, _write_text
-from .sections import code, escape_markdown, grid_limited_caveat, markdown_table
+from .recipes import calibration_sets, variants_table
+from .sections import code, escape_markdown, grid_limited_caveat
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def methodology_benchmarks(config: dict[str, Any], index: ResultIndex) -> list[s
     lines = []
     for name, info in index.benchmarks().items():
         settings = config["benchmarks"].get(name, {})
-        description = _benchmark_description(name)
+        description = info.get("description") or _benchmark_description(name)
         metric = info["metric"]
         metric_text = METRIC_DESCRIPTIONS.get(metric, f"{info['score_kind']} score per item")
         lines += [
@@ -233,15 +234,12 @@ def methodology_markdown(config: dict[str, Any], index: ResultIndex) -> str:
         "",
         *imatrix_settings(config),
         "",
+        *calibration_sets(index),
         "## Variants",
         "",
     ]
     for model in index.models():
-        rows = [
-            [code(v["variant"]), code(v["quantization_type"]), "yes" if v["imatrix"] else "no"]
-            for v in index.variants(model)
-        ]
-        lines += [f"Variants of {code(model)}:", "", *markdown_table(["Variant", "Type", "imatrix"], rows, "lll"), ""]
+        lines += [f"Variants of {code(model)}:", "", *variants_table(index, model), ""]
 
     lines += [
         "## Benchmarks",

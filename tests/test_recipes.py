@@ -367,15 +367,21 @@ def test_mix_token_counts(tiny_model, tmp_path):
 
 # ----------------------------------------------------------------------- report
 
-def test_report_pairs_follow_recipes():
-    from quant_eval.reporting.results import ResultIndex
-    from quant_eval.reporting.sections import ImatrixPair, imatrix_pairs as report_pairs
+def test_imatrix_effect_follows_recipes():
+    from quant_eval.statistics import analyze
 
     config = make_config({"name": "high-plain", "type": "q4_k_m", "protection": "high", "imatrix": False})
-    variants = [{"model": "tiny", "variant": v.name, "imatrix": v.imatrix,
-                 "recipe": None if v.is_base else v.recipe()} for v in list_variants(config)]
-    comparison = {"reference": "base", "models": {"tiny": {}}, "variants": variants, "benchmarks": {}}
-    index = ResultIndex.build(comparison, {"reference": "base", "confidence_level": 0.95, "results": []})
+    names = [v.name for v in list_variants(config)]
+    variants = [{"model": "tiny", "variant": name, "quantization_type": "Q4_K_M"} for name in names]
+    scores = {name: {"arc_challenge": {f"item-{i}": [float(i % 2)] for i in range(6)}} for name in names}
+    scores["high-plain"]["arc_challenge"]["item-0"] = [1.0]
+    comparison = {"reference": "base", "models": {"tiny": {}}, "variants": variants, "scores": {"tiny": scores},
+                  "benchmarks": {"arc_challenge": {"metric": "acc_norm", "n_items": 6, "runs": 1,
+                                                   "score_kind": "binary"}}}
 
-    assert report_pairs(index, "tiny") == [ImatrixPair("q4_k_m", "q4_k_m-no-imatrix"),
-                                           ImatrixPair("q4_k_m-high", "high-plain")]
+    analysis = analyze(comparison, imatrix_pairs=imatrix_pairs(config))
+    pairs = [(entry["with_imatrix"], entry["without_imatrix"]) for entry in analysis["imatrix_effect"]]
+
+    assert pairs == [("q4_k_m", "q4_k_m-no-imatrix"), ("q4_k_m-high", "high-plain")]
+    # Item 0 is correct only without the imatrix in the recipe pair: one of six items lost.
+    assert analysis["imatrix_effect"][1]["paired"]["mean_difference"] == pytest.approx(-1 / 6)

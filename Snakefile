@@ -20,6 +20,7 @@ include: "rules/base_model.smk"
 include: "rules/imatrix.smk"
 include: "rules/quantize.smk"
 include: "rules/evaluate.smk"
+include: "rules/fidelity.smk"
 include: "rules/statistics.smk"
 include: "rules/report.smk"
 

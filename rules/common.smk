@@ -84,6 +84,23 @@ def audit_files(wildcards=None):
     return files
 
 
+def fidelity_files(wildcards=None):
+    """The fidelity file of every variant, the base included; none when fidelity is disabled."""
+    if not config["fidelity"]["enabled"]:
+        return {}
+    return {
+        f"{model}/{variant}": f"fidelity/{model}/{variant}.json" for model in MODELS for variant in VARIANTS
+    }
+
+
+def fidelity_option():
+    """The `quant-eval compare` option that passes the fidelity files, or nothing."""
+    files = fidelity_files()
+    if not files:
+        return ""
+    return "--fidelity " + " ".join(f"{key}={path}" for key, path in files.items())
+
+
 def model_size_mb(path):
     """File size in MB of an input, for sizing memory requests (0 before it exists)."""
     path = Path(path)

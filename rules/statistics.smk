@@ -6,17 +6,19 @@ rule compare:
         runs=run_files,
         base_infos=expand("base_models/{model}.json", model=MODELS),
         audits=lambda wildcards: list(audit_files().values()),
+        fidelity=lambda wildcards: list(fidelity_files().values()),
     output:
         "evaluation_results/quantization_comparison.json",
     params:
         config=CONFIG_JSON,
         base_infos=" ".join(f"{model}=base_models/{model}.json" for model in MODELS),
         audits=" ".join(f"{key}={path}" for key, path in audit_files().items()),
+        fidelity=fidelity_option(),
     log:
         "logs/compare.log",
     shell:
         "quant-eval compare --config {params.config:q} --base-infos {params.base_infos}"
-        " --audits {params.audits} --runs {input.runs} --output {output} > {log} 2>&1"
+        " --audits {params.audits} --runs {input.runs} {params.fidelity} --output {output} > {log} 2>&1"
 
 
 rule statistics:

@@ -23,11 +23,13 @@ def build_comparison(
     base_infos: dict[str, Path],
     audits: dict[tuple[str, str], Path],
     run_files: Sequence[Path],
+    fidelity: dict[tuple[str, str], Path] | None = None,
 ) -> dict[str, Any]:
     """Return quantization_comparison.json's content (format: docs/results-format.md).
 
     `base_infos` maps model -> its base-model record, `audits` maps (model, variant) -> its
-    tensor audit (the base model's included).
+    tensor audit (the base model's included). `fidelity` maps (model, variant) -> its
+    fidelity file; None leaves the "fidelity" key out.
     """
     models = {}
     for model, path in base_infos.items():
@@ -78,10 +80,27 @@ def build_comparison(
             "runs": len(runs_seen.get(name, ())),
             "score_kind": "binary",
         }
-    return {
+    comparison = {
         "reference": config.get("reference", BASE_VARIANT),
         "models": models,
         "variants": variants,
         "benchmarks": benchmarks,
         "scores": scores,
     }
+    if fidelity is not None:
+        comparison["fidelity"] = _collect_fidelity(config, fidelity)
+    return comparison
+
+
+def _collect_fidelity(config: dict[str, Any], files: dict[tuple[str, str], Path]) -> dict[str, dict[str, Any]]:
+    """Read every variant's fidelity file into {model: {variant: record}}."""
+    fidelity: dict[str, dict[str, Any]] = {}
+    for model in config["models"]:
+        for variant in list_variants(config):
+            key = (model, variant.name)
+            if key not in files:
+                raise InvalidDataError(
+                    f"no fidelity file given for {model}/{variant.name}; pass one per variant, the base included"
+                )
+            fidelity.setdefault(model, {})[variant.name] = _read_json(files[key])
+    return fidelity

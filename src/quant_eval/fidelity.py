@@ -276,6 +276,17 @@ def same_top_statistics(same_top: np.ndarray) -> dict[str, float]:
     return {"value": rate, "uncertainty": error}
 
 
+def kl_divergence_rows(base_log_probs: np.ndarray, log_probs: np.ndarray) -> np.ndarray:
+    """Return KL(base || variant) of each row: sum of p_base x (ln p_base - ln p_variant).
+
+    Tokens whose base log-prob is -16 or less are left out, as llama.cpp does: its stored
+    base log-probs do not resolve them.
+    """
+    base = np.asarray(base_log_probs, dtype=np.float64)
+    terms = np.where(base > -CLIP_NATS, np.exp(base) * (base - log_probs), 0.0)
+    return terms.sum(axis=1)
+
+
 @dataclass
 class TokenComparison:
     """Per-token figures of a variant against the base model, for one chunk."""
@@ -289,9 +300,8 @@ class TokenComparison:
 def compare_logits(logits: np.ndarray, records: np.ndarray, targets: np.ndarray) -> TokenComparison:
     """Compare a variant's logits with the base model's stored log-probs, token by token.
 
-    KL(base || variant) = sum of p_base x (ln p_base - ln p_variant) over the tokens whose
-    stored base log-prob is above -16. The top tokens are the first maximum of the
-    variant's logits and of the stored base log-probs.
+    The top tokens are the first maximum of the variant's logits and of the stored base
+    log-probs.
     """
     n_rows, n_vocab = logits.shape
     result = TokenComparison(*(np.empty(n_rows) for _ in range(3)), np.empty(n_rows, dtype=bool))
@@ -304,10 +314,7 @@ def compare_logits(logits: np.ndarray, records: np.ndarray, targets: np.ndarray)
 
         result.nll[block] = -log_probs[block_rows, block_targets]
         result.nll_base[block] = -base[block_rows, block_targets].astype(np.float64)
-        kept = base > -CLIP_NATS
-        base64 = base.astype(np.float64)
-        terms = np.where(kept, np.exp(base64) * (base64 - log_probs), 0.0)
-        result.kld[block] = terms.sum(axis=1)
+        result.kld[block] = kl_divergence_rows(base, log_probs)
         result.same_top[block] = logits[block].argmax(axis=1) == base.argmax(axis=1)
     return result
 

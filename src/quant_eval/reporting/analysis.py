@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .fidelity import fidelity_note, fidelity_records, fidelity_table
 from .formats import format_level
 from .results import ResultIndex, _write_text
 from .sections import (
@@ -44,6 +45,13 @@ def analysis_markdown(index: ResultIndex) -> str:
             f"### Paired differences from {code(index.reference)}", "", *difference_table(index, model), "",
             "Difference is variant minus reference over the items both answered; d_z is Cohen's d_z.", "",
             "### Findings", "", *findings(index, model), "",
+        ]
+        if fidelity_records(index.comparison, model):
+            lines += [
+                "### Fidelity to the base model", "", *fidelity_table(index.comparison, model), "",
+                fidelity_note(index.comparison, model), "",
+            ]
+        lines += [
             "### imatrix effect", "", *imatrix_effect(index, model), "",
             "### Tensor audit", "", *tensor_audit_table(index, model), "", FALLBACK_EXPLANATION, "",
         ]

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .fidelity import fidelity_methodology
 from .formats import INTERVAL_METHODS, MISSING, format_level
 from .results import ResultIndex, _write_text
 from .sections import code, escape_markdown, grid_limited_caveat, markdown_table
@@ -205,6 +206,11 @@ def methodology_markdown(config: dict[str, Any], index: ResultIndex) -> str:
         "",
         *statistics_formulas(index),
         "",
+    ]
+    fidelity = fidelity_methodology(index.comparison)
+    if fidelity:
+        lines += ["## Fidelity to the base model", "", *fidelity, ""]
+    lines += [
         "## Seed",
         "",
         f"Seed {config['seed']} drives every random choice: the item subsets, the few-shot draws "

@@ -16,6 +16,7 @@ import yaml
 
 from ..errors import QuantEvalError
 from ..files import atomic_output
+from .fidelity import fidelity_methodology, fidelity_note, fidelity_records, fidelity_table
 from .formats import format_level
 from .results import ResultIndex
 from .sections import (
@@ -113,6 +114,11 @@ def _abstract(index: ResultIndex) -> str:
     return text
 
 
+def _fidelity_methodology_section(index: ResultIndex) -> list[str]:
+    paragraph = fidelity_methodology(index.comparison)
+    return ["## Fidelity to the base model", "", *paragraph, ""] if paragraph else []
+
+
 def _figure(charts_relative: str, name: str, caption: str) -> list[str]:
     return [f"![{caption}]({charts_relative}/{name}){{width=100%}}", ""]
 
@@ -144,6 +150,11 @@ def scorecard_markdown(config: dict[str, Any], index: ResultIndex, charts_relati
             f"mean [{level} CI], and Cohen's d_z.", "",
             "Findings:", "", *findings(index, model), "",
         ]
+        if fidelity_records(index.comparison, model):
+            lines += [
+                *fidelity_table(index.comparison, model), "",
+                f"Table: Fidelity of {code(model)} to its base model. {fidelity_note(index.comparison, model)}", "",
+            ]
     lines += [
         *_figure(charts_relative, PERFORMANCE_CHART,
                  f"Score per variant and benchmark; error bars are the {level} CIs."),
@@ -161,6 +172,7 @@ def scorecard_markdown(config: dict[str, Any], index: ResultIndex, charts_relati
         "## Calibration text and imatrix", "", *imatrix_settings(config), "",
         "## Benchmarks", "", *methodology_benchmarks(config, index), "",
         "## Statistics", "", *statistics_formulas(index), "",
+        *_fidelity_methodology_section(index),
         f"Seed {config['seed']} drives the item subsets, the few-shot draws and the sampling seeds.", "",
     ]
     return "\n".join(lines)

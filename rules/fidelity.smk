@@ -1,50 +1,53 @@
 # Fidelity: perplexity, KL divergence and same-top rate of every variant against the base
-# model on held-out text. The base log-probs file is large and only feeds the variants' jobs,
-# so it is temporary: Snakemake deletes it once every variant has been compared.
+# model on held-out text. The base log-probs file is large and feeds only the fidelity jobs,
+# so it is temporary: Snakemake deletes it once every variant's fidelity file is written.
 
 FIDELITY = config["fidelity"]
+
+
+def fidelity_model(wildcards):
+    """The variant's GGUF file; none for the base model, whose record comes from its log-probs."""
+    if wildcards.variant == BASE_VARIANT:
+        return []
+    return model_file(wildcards)
 
 
 rule fidelity_base:
     input:
         model="base_models/{model}.gguf",
     output:
-        logprobs=temp("fidelity/{model}/base_logprobs.bin"),
-        result=f"fidelity/{{model}}/{BASE_VARIANT}.json",
+        temp("fidelity/{model}/base_logprobs.bin"),
     params:
         text=FIDELITY["text"],
         context=FIDELITY["context"],
         chunks=FIDELITY["chunks"],
-        labels=lambda wildcards: json.dumps({"model": wildcards.model, "variant": BASE_VARIANT}),
     threads: config["evaluation"]["threads"]
     resources:
         mem_mb=lambda wildcards, input: 1500 + model_size_mb(input.model),
     log:
-        "logs/fidelity/{model}/base.log",
+        "logs/fidelity/{model}/base_logprobs.log",
     shell:
         "quant-eval fidelity-base --model {input.model} --text {params.text:q}"
         " --context {params.context} --chunks {params.chunks} --threads {threads}"
-        " --labels {params.labels:q} --base-logprobs {output.logprobs} --output {output.result}"
-        " > {log} 2>&1"
+        " --output {output} > {log} 2>&1"
 
 
 rule fidelity:
     input:
-        model=model_file,
+        model=fidelity_model,
         logprobs="fidelity/{model}/base_logprobs.bin",
     output:
         "fidelity/{model}/{variant}.json",
-    wildcard_constraints:
-        variant="|".join(map(re.escape, QUANTIZED_VARIANTS)),
     params:
         text=FIDELITY["text"],
+        model=lambda wildcards, input: f"--model {input.model}" if input.model else "",
         labels=lambda wildcards: json.dumps({"model": wildcards.model, "variant": wildcards.variant}),
     threads: config["evaluation"]["threads"]
     resources:
-        mem_mb=lambda wildcards, input: 1500 + model_size_mb(input.model),
+        mem_mb=lambda wildcards, input: 1500 + (model_size_mb(input.model) if input.model else 0),
     log:
         "logs/fidelity/{model}/{variant}.log",
     shell:
-        "quant-eval fidelity --model {input.model} --base-logprobs {input.logprobs}"
+        "quant-eval fidelity --base-logprobs {input.logprobs} {params.model}"
         " --text {params.text:q} --threads {threads} --labels {params.labels:q}"
         " --output {output} > {log} 2>&1"

@@ -21,6 +21,7 @@ from quant_eval.errors import ConfigError, InvalidDataError, InvalidModelError
 from quant_eval.fidelity import (
     LAMBADA_SOURCE,
     BaseLogprobsFile,
+    base_model_record,
     compare_logits,
     compare_with_base,
     decode_logprobs,
@@ -181,7 +182,7 @@ def test_short_text_rejected(tiny_model, tmp_path):
     text = tmp_path / "short.txt"
     text.write_text("Too short for two chunks.", encoding="utf-8")
     with pytest.raises(InvalidDataError, match="fidelity.chunks"):
-        write_base_logprobs(tiny_model, str(text), CONTEXT, 2, 1, tmp_path / "base.bin", {})
+        write_base_logprobs(tiny_model, str(text), CONTEXT, 2, 1, tmp_path / "base.bin")
     assert not (tmp_path / "base.bin").exists()
 
 
@@ -220,7 +221,8 @@ def agreement(tiny_model, tmp_path_factory):
                                                 "--kl-divergence"])
 
     ours_base = folder / "ours.bin"
-    base = write_base_logprobs(tiny_model, str(text), CONTEXT, CHUNKS, 1, ours_base, {"model": "tiny", "variant": "base"})
+    write_base_logprobs(tiny_model, str(text), CONTEXT, CHUNKS, 1, ours_base)
+    base = base_model_record(ours_base, str(text), {"model": "tiny", "variant": "base"})
     ours = compare_with_base(variant, ours_base, str(text), 1, {"model": "tiny", "variant": "q4_0"})
     # llama-perplexity reading our base file: checks that we write its format.
     tool_on_ours = run_tool("llama-perplexity", ["-m", variant, *settings, "--kl-divergence-base", ours_base,
@@ -278,7 +280,7 @@ def test_variant_with_other_vocabulary_rejected(tmp_path, tiny_model):
     text = tmp_path / "text.txt"
     text.write_text(load_text(LAMBADA_SOURCE)[:5_000], encoding="utf-8")
     base_file = tmp_path / "base.bin"
-    write_base_logprobs(tiny_model, str(text), 64, 1, 1, base_file, {})
+    write_base_logprobs(tiny_model, str(text), 64, 1, 1, base_file)
     header = BaseLogprobsFile.read(base_file)
     # Rewrite the stored vocabulary size: the variant no longer matches.
     data = bytearray(base_file.read_bytes())

@@ -151,34 +151,33 @@ def _evaluate(args: argparse.Namespace) -> None:
     p.add_argument("--context", type=_positive_int, required=True, help="tokens per chunk"),
     p.add_argument("--chunks", type=_positive_int, required=True, help="chunks to evaluate"),
     p.add_argument("--threads", type=int, default=1),
-    p.add_argument("--labels", type=_json_argument, default={}, help="JSON fields copied into the output (model, variant)"),
-    p.add_argument("--base-logprobs", type=Path, required=True,
+    p.add_argument("--output", type=Path, required=True,
                    help="base log-probs file to write (llama-perplexity --kl-divergence-base format)"),
-    p.add_argument("--output", type=Path, required=True, help="fidelity JSON of the base model"),
 ))
 def _fidelity_base(args: argparse.Namespace) -> None:
     from .fidelity import write_base_logprobs
-    from .files import write_json
 
-    args.base_logprobs.parent.mkdir(parents=True, exist_ok=True)
-    result = write_base_logprobs(args.model, args.text, args.context, args.chunks, args.threads,
-                                 args.base_logprobs, args.labels)
-    write_json(result, args.output)
+    write_base_logprobs(args.model, args.text, args.context, args.chunks, args.threads, args.output)
 
 
-@command("fidelity", "compare a variant with the base model's log-probs: PPL, KL divergence, same top token", lambda p: (
-    p.add_argument("--model", type=Path, required=True, help="variant GGUF"),
+@command("fidelity", "compute a variant's PPL, KL divergence and same-top rate against the base model", lambda p: (
     p.add_argument("--base-logprobs", type=Path, required=True, help="file written by fidelity-base"),
+    p.add_argument("--model", type=Path,
+                   help="variant GGUF; omit for the base model's own record (its PPL from the file)"),
     p.add_argument("--text", required=True, help="name of the text the base log-probs come from, for the output"),
     p.add_argument("--threads", type=int, default=1),
     p.add_argument("--labels", type=_json_argument, default={}, help="JSON fields copied into the output (model, variant)"),
-    p.add_argument("--output", type=Path, required=True, help="fidelity JSON of the variant"),
+    p.add_argument("--output", type=Path, required=True, help="fidelity JSON to write"),
 ))
 def _fidelity(args: argparse.Namespace) -> None:
-    from .fidelity import compare_with_base
+    from .fidelity import base_model_record, compare_with_base
     from .files import write_json
 
-    write_json(compare_with_base(args.model, args.base_logprobs, args.text, args.threads, args.labels), args.output)
+    if args.model is None:
+        result = base_model_record(args.base_logprobs, args.text, args.labels)
+    else:
+        result = compare_with_base(args.model, args.base_logprobs, args.text, args.threads, args.labels)
+    write_json(result, args.output)
 
 
 @command("compare", "join all results into quantization_comparison.json", lambda p: (

@@ -331,44 +331,49 @@ def _split_chunks(tokens: np.ndarray, context: int, chunks: int, text: str) -> n
     return tokens[:needed].reshape(chunks, context)
 
 
-def _result(labels: dict[str, str], text: str, context: int, n_chunks: int, n_tokens: int) -> dict[str, Any]:
+def _result(labels: dict[str, str], text: str, base: BaseLogprobsFile, n_tokens: int) -> dict[str, Any]:
     return {"model": labels.get("model"), "variant": labels.get("variant"), "text": text,
-            "context": context, "n_chunks": n_chunks, "n_tokens": n_tokens}
+            "context": base.context, "n_chunks": base.n_chunks, "n_tokens": n_tokens}
 
 
 def write_base_logprobs(model_path: Path, text: str, context: int, chunks: int, threads: int,
-                        logprobs_output: Path, labels: dict[str, str]) -> dict[str, Any]:
-    """Evaluate the base model, write its log-probs file and return its fidelity record.
-
-    The record holds the base model's perplexity only: its KL divergence and same-top rate
-    against itself are not computed (null).
-    """
+                        output: Path) -> None:
+    """Evaluate the base model on `chunks` chunks of the text and write its log-probs file."""
     started = time.monotonic()
     evaluator = ChunkEvaluator(model_path, context, threads)
     tokens = _split_chunks(evaluator.tokenize(load_text(text)), context, chunks, text)
-    per_chunk = scored_tokens_per_chunk(context)
     logger.info("base model %s: %d chunks of %d tokens, %d scored tokens", model_path, chunks, context,
-                chunks * per_chunk)
+                chunks * scored_tokens_per_chunk(context))
 
-    nll = []
-    with atomic_output(logprobs_output) as temporary, temporary.open("wb") as handle:
+    with atomic_output(output) as temporary, temporary.open("wb") as handle:
         handle.write(BaseLogprobsFile.HEADER.pack(MAGIC, context, evaluator.n_vocab, chunks))
         handle.write(tokens.astype("<i4").tobytes())
         for index, chunk in enumerate(tokens):
-            logits = evaluator.scored_logits(chunk)
-            targets = chunk[context // 2 + 1:]
-            for block in _blocks(per_chunk):
-                log_probs = log_softmax_rows(logits[block])
-                nll.append(-log_probs[np.arange(len(log_probs)), targets[block]])
-            handle.write(encode_logprobs(logits).tobytes())
+            handle.write(encode_logprobs(evaluator.scored_logits(chunk)).tobytes())
             logger.info("chunk %d of %d", index + 1, chunks)
+    logger.info("wrote %s (%d bytes) in %.1f s", output, output.stat().st_size, time.monotonic() - started)
 
+
+def base_model_record(base_logprobs: Path, text: str, labels: dict[str, str]) -> dict[str, Any]:
+    """Return the base model's fidelity record: its perplexity, from the stored log-probs.
+
+    This is llama-perplexity's "Mean PPL(base)": each stored log-prob is within 1.2e-4 nats
+    of the exact one. KL divergence and same-top rate of the base against itself are null.
+    """
+    base = BaseLogprobsFile.read(base_logprobs)
+    first = base.context // 2
+    nll = []
+    for index, chunk in enumerate(base.tokens):
+        targets = chunk[first + 1:]
+        records = base.records(index)
+        header = np.ascontiguousarray(records[:, :4]).view("<f4")
+        steps = np.asarray(records[np.arange(len(targets)), 4 + targets], dtype=np.float32)
+        nll.append(-(header[:, 0] * steps + header[:, 1]).astype(np.float64))
     nll = np.concatenate(nll)
-    result = _result(labels, text, context, chunks, len(nll))
+    result = _result(labels, text, base, len(nll))
     result.update(perplexity=perplexity_statistics(nll), ln_ppl_ratio=None, kl_divergence=None, same_top_p=None)
-    logger.info("base PPL %.4f +/- %.4f; %s (%d bytes) in %.1f s", result["perplexity"]["value"],
-                result["perplexity"]["uncertainty"], logprobs_output, logprobs_output.stat().st_size,
-                time.monotonic() - started)
+    logger.info("base PPL %.4f +/- %.4f over %d tokens", result["perplexity"]["value"],
+                result["perplexity"]["uncertainty"], len(nll))
     return result
 
 
@@ -394,7 +399,7 @@ def compare_with_base(model_path: Path, base_logprobs: Path, text: str, threads:
     kld = np.concatenate([part.kld for part in parts])
     same_top = np.concatenate([part.same_top for part in parts])
 
-    result = _result(labels, text, base.context, base.n_chunks, len(nll))
+    result = _result(labels, text, base, len(nll))
     result.update(
         perplexity=perplexity_statistics(nll),
         ln_ppl_ratio=mean_and_standard_error(nll - nll_base),

@@ -303,7 +303,9 @@ def _record(variant: str, base: bool) -> dict:
     }
 
 
-def test_comparison_carries_fidelity(tmp_path):
+@pytest.fixture
+def comparison_inputs(tmp_path):
+    """A one-model configuration with its base-model record, audits and fidelity files."""
     config = {"models": {"m": {}}, "quantizations": ["q8_0"], "benchmarks": {}}
     info = tmp_path / "info.json"
     info.write_text(json.dumps({"source": "s", "base_type": "F16", "grid_limited": False, "note": ""}))
@@ -315,16 +317,40 @@ def test_comparison_carries_fidelity(tmp_path):
         files[("m", variant)] = tmp_path / f"{variant}.json"
         files[("m", variant)].write_text(json.dumps(_record(variant, variant == "base")))
     audits = {("m", "base"): audit, ("m", "q8_0"): audit}
+    return config, {"m": info}, audits, files
 
-    comparison = build_comparison(config, {"m": info}, audits, [], files)
+
+def test_comparison_carries_fidelity(comparison_inputs):
+    config, infos, audits, files = comparison_inputs
+    comparison = build_comparison(config, infos, audits, [], files)
     assert comparison["fidelity"]["m"]["q8_0"]["kl_divergence"]["p99"] == 0.12
     assert comparison["fidelity"]["m"]["base"]["kl_divergence"] is None
-    assert "fidelity" not in build_comparison(config, {"m": info}, audits, [])
+    assert "fidelity" not in build_comparison(config, infos, audits, [])
 
     del files[("m", "q8_0")]
     with pytest.raises(InvalidDataError, match="m/q8_0"):
-        build_comparison(config, {"m": info}, audits, [], files)
+        build_comparison(config, infos, audits, [], files)
 
+
+def test_compare_command_fidelity_option(comparison_inputs, tmp_path):
+    from quant_eval.cli import main
+
+    config, infos, audits, files = comparison_inputs
+    run = tmp_path / "run1.json"
+    run.write_text(json.dumps({"model": "m", "variant": "base", "benchmark": "gsm8k", "run": 1, "n_items": 1,
+                               "items": [{"id": "a", "score": 1.0}]}))
+    config["benchmarks"] = {"gsm8k": {}}
+    output = tmp_path / "comparison.json"
+    status = main([
+        "compare", "--config", json.dumps(config), "--base-infos", f"m={infos['m']}",
+        "--audits", *[f"m/{variant}={path}" for (_, variant), path in audits.items()],
+        "--runs", str(run), "--fidelity", *[f"m/{variant}={path}" for (_, variant), path in files.items()],
+        "--output", str(output),
+    ])
+    assert status == 0
+    comparison = json.loads(output.read_text())
+    assert comparison["fidelity"]["m"]["q8_0"]["same_top_p"] == {"value": 0.97, "uncertainty": 0.002}
+    assert comparison["scores"]["m"]["base"]["gsm8k"] == {"a": [1.0]}
 
 
 # -------------------------------------------------------------------- reports

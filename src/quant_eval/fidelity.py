@@ -13,10 +13,12 @@ The figures follow llama.cpp's `llama-perplexity --kl-divergence-base` / `--kl-d
   uint16 steps over the 16 nats below the top log-prob, so each one is within
   16/65535/2 = 1.2e-4 nats of the exact value. KL divergence sums over the tokens whose
   stored base log-prob is above -16, as llama.cpp does.
-- Uncertainties are one standard error: of the mean negative log-likelihood (turned into
-  PPL's by PPL x s.e.), of the mean per-token KL divergence, of the mean paired difference
-  of negative log-likelihoods (ln PPL ratio), and sqrt(p(1-p)/(n-1)) for the same-top rate.
-  llama.cpp writes them as sqrt((mean(x^2) - mean(x)^2) / (n-1)), which is the same number.
+- Every uncertainty is one standard error. PPL's is PPL x s.e. of the mean negative
+  log-likelihood. The ln PPL ratio's is the s.e. of the mean paired difference of negative
+  log-likelihoods, and the same-top rate's is sqrt(p(1-p)/(n-1)). llama.cpp writes the
+  s.e. of a mean as sqrt((mean(x^2) - mean(x)^2) / (n-1)), which is the same number.
+- The base model's own perplexity is computed from its stored log-probs, as llama.cpp's
+  "Mean PPL(base)" is.
 
 Per-token KL divergences are kept, so the median and the percentiles are exact (linear
 interpolation between order statistics, as llama.cpp and numpy's default do).
@@ -112,7 +114,7 @@ class ChunkEvaluator:
         self.bos = self.model.token_bos()
 
     def tokenize(self, text: str) -> np.ndarray:
-        # add_bos=True adds BOS only when the vocabulary asks for it, like common_tokenize.
+        # add_bos=True adds BOS only when the vocabulary requests it, like common_tokenize.
         return np.asarray(self.model.tokenize(text.encode("utf-8"), add_bos=True, special=False), dtype=np.int32)
 
     def scored_logits(self, chunk: np.ndarray) -> np.ndarray:
@@ -148,7 +150,7 @@ def _blocks(n_rows: int) -> Iterator[slice]:
 def encode_logprobs(logits: np.ndarray) -> np.ndarray:
     """Encode rows of logits as llama.cpp's base log-prob records (uint16, one row each).
 
-    A record holds two float32 (scale, min_log_prob) in its first four uint16, then one
+    A record contains two float32 (scale, min_log_prob) in its first four uint16, then one
     uint16 per vocabulary entry: round((logit - min_logit) / scale), with min_logit the
     smallest logit but at most 16 below the top one and scale = (max - min_logit) / 65535.
     Logits at or below min_logit are stored as 0, which decodes to min_log_prob (at most

@@ -84,6 +84,13 @@ def audit_files(wildcards=None):
     return files
 
 
+def fidelity_model(wildcards):
+    """The variant's GGUF file; none for the base model, whose record comes from its log-probs."""
+    if wildcards.variant == BASE_VARIANT:
+        return []
+    return model_file(wildcards)
+
+
 def fidelity_files(wildcards=None):
     """The fidelity file of every variant, the base included; none when fidelity is disabled."""
     if not config["fidelity"]["enabled"]:

@@ -5,13 +5,6 @@
 FIDELITY = config["fidelity"]
 
 
-def fidelity_model(wildcards):
-    """The variant's GGUF file; none for the base model, whose record comes from its log-probs."""
-    if wildcards.variant == BASE_VARIANT:
-        return []
-    return model_file(wildcards)
-
-
 rule fidelity_base:
     input:
         model="base_models/{model}.gguf",

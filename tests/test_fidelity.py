@@ -212,8 +212,8 @@ def agreement(tiny_model, tmp_path_factory):
     variant = folder / "tiny-q4_0.gguf"
     run_tool("llama-quantize", [tiny_model, variant, "Q4_0", "1"])
 
-    # llama-perplexity's defaults but one thread and flash attention on, as our evaluation
-    # runs it (its default `-fa auto` turns it on for the CPU backend).
+    # llama-perplexity's defaults, but one thread and flash attention on as our evaluation
+    # runs it. The tool's default `-fa auto` turns it on for the CPU backend too.
     settings = ["-f", text, "-c", CONTEXT, "--chunks", CHUNKS, "-t", "1", "-fa", "on"]
     tool_base = folder / "tool.bin"
     tool_base_output = run_tool("llama-perplexity", ["-m", tiny_model, *settings, "--kl-divergence-base", tool_base])
@@ -232,9 +232,9 @@ def agreement(tiny_model, tmp_path_factory):
 
 
 # Tolerances. Both sides compute the same float32 logits with the same library and store
-# the base log-probs in the same uint16 steps, so what differs is arithmetic: the tool adds
-# per-token float32 values into doubles and prints 6 decimals (3 for percentages), while we
-# work in float64. Relative 1e-5 on perplexities and absolute 2e-6 on KL divergences (the
+# the base log-probs in the same uint16 steps, so only the arithmetic differs. The tool adds
+# per-token float32 values into doubles and prints 6 decimals (3 for percentages), while
+# we work in float64. Relative 1e-5 on perplexities and absolute 2e-6 on KL divergences (the
 # tool's print resolution is 1e-6) cover both. A wrong formula or an off-by-one chunk moves
 # these figures by far more: the Q4_0 mean KLD is 0.03.
 PPL_RELATIVE = 1e-5
@@ -296,7 +296,9 @@ def test_base_record_of_base_model(agreement):
     base = agreement["base"]
     assert base["n_tokens"] == SCORED
     assert (base["n_chunks"], base["context"]) == (CHUNKS, CONTEXT)
-    assert base["ln_ppl_ratio"] is None and base["kl_divergence"] is None and base["same_top_p"] is None
+    assert base["ln_ppl_ratio"] is None
+    assert base["kl_divergence"] is None
+    assert base["same_top_p"] is None
 
 
 def test_variant_with_other_vocabulary_rejected(tmp_path, tiny_model):

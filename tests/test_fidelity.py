@@ -441,3 +441,23 @@ def test_scorecard_fidelity_table(fidelity_results):
             "| 1.20000 | 97.00 ± 0.20 |") in text
     assert "Table: Fidelity of `smollm2-135m` to its base model." in text
     assert "## Fidelity to the base model" in text
+
+
+def test_scorecard_pdf_with_fidelity(fidelity_results, tmp_path):
+    from test_reporting import _draw_charts, _normalize, needs_latex
+    import subprocess
+
+    from quant_eval.reporting import write_scorecard
+
+    if needs_latex.args[0]:
+        pytest.skip(needs_latex.kwargs["reason"])
+    config, comparison, analysis = fidelity_results
+    _draw_charts(comparison, analysis, tmp_path / "charts")
+    pdf = tmp_path / "scorecards" / "quantization_evaluation.pdf"
+    write_scorecard(config, comparison, analysis, tmp_path / "charts", pdf)
+    text = _normalize(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                                     check=True).stdout)
+    # Cells may wrap at the space before "±".
+    assert re.search(r"\+0\.00300 ± 0\.00100", text)
+    assert re.search(r"97\.00 ± 0\.20", text)
+    assert "Fidelity to the base model" in text

@@ -31,8 +31,11 @@ def fidelity_records(comparison: dict[str, Any], model: str) -> dict[str, dict[s
     return comparison.get("fidelity", {}).get(model, {})
 
 
-def fidelity_table(comparison: dict[str, Any], model: str) -> list[str]:
-    """Return the table of PPL, ln PPL ratio, KL divergence and same-top rate per variant."""
+def fidelity_table(comparison: dict[str, Any], model: str, wrap: bool = False) -> list[str]:
+    """Return the table of PPL, ln PPL ratio, KL divergence and same-top rate per variant.
+
+    `wrap` lets pandoc wrap the cells, so that the eight columns fit the scorecard's page.
+    """
     header = ["Variant", "PPL", "ln(PPL/PPL base)", "Mean KLD", "Median KLD", "p99 KLD", "Max KLD", "Same top %"]
     rows = []
     for variant, record in fidelity_records(comparison, model).items():
@@ -47,7 +50,8 @@ def fidelity_table(comparison: dict[str, Any], model: str) -> list[str]:
             _number(kld.get("max"), KLD_DECIMALS),
             _plus_minus(record["same_top_p"], SAME_TOP_DECIMALS, scale=100.0),
         ])
-    return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
+    wrap_widths = [4, 3, 3, 3, 2, 2, 2, 3] if wrap else None
+    return markdown_table(header, rows, "l" + "r" * (len(header) - 1), wrap_widths)
 
 
 def fidelity_note(comparison: dict[str, Any], model: str) -> str:

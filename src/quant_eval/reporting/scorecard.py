@@ -152,7 +152,7 @@ def scorecard_markdown(config: dict[str, Any], index: ResultIndex, charts_relati
         ]
         if fidelity_records(index.comparison, model):
             lines += [
-                *fidelity_table(index.comparison, model), "",
+                *fidelity_table(index.comparison, model, wrap=True), "",
                 f"Table: Fidelity of {code(model)} to its base model. {fidelity_note(index.comparison, model)}", "",
             ]
     lines += [

@@ -21,6 +21,7 @@ include: "rules/imatrix.smk"
 include: "rules/quantize.smk"
 include: "rules/evaluate.smk"
 include: "rules/judge.smk"
+include: "rules/fidelity.smk"
 include: "rules/statistics.smk"
 include: "rules/report.smk"
 

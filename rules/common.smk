@@ -180,6 +180,30 @@ def audit_files(wildcards=None):
     return files
 
 
+def fidelity_model(wildcards):
+    """The variant's GGUF file; none for the base model, whose record comes from its log-probs."""
+    if wildcards.variant == BASE_VARIANT:
+        return []
+    return model_file(wildcards)
+
+
+def fidelity_files(wildcards=None):
+    """The fidelity file of every variant, the base included; none when fidelity is disabled."""
+    if not config["fidelity"]["enabled"]:
+        return {}
+    return {
+        f"{model}/{variant}": f"fidelity/{model}/{variant}.json" for model in MODELS for variant in VARIANTS
+    }
+
+
+def fidelity_option():
+    """The `quant-eval compare` option that passes the fidelity files, or nothing."""
+    files = fidelity_files()
+    if not files:
+        return ""
+    return "--fidelity " + " ".join(f"{key}={path}" for key, path in files.items())
+
+
 def model_size_mb(path):
     """File size in MB of an input, for sizing memory requests (0 before it exists)."""
     return sizing.file_size(path) // 1_000_000

@@ -6,6 +6,7 @@ rule compare:
         runs=run_files,
         base_infos=expand("base_models/{model}.json", model=MODELS),
         audits=lambda wildcards: list(audit_files().values()),
+        fidelity=lambda wildcards: list(fidelity_files().values()),
     output:
         "evaluation_results/quantization_comparison.json",
     params:
@@ -13,6 +14,7 @@ rule compare:
         base_infos=" ".join(f"{model}=base_models/{model}.json" for model in MODELS),
         audits=" ".join(f"{key}={path}" for key, path in audit_files().items()),
         not_run=json.dumps(NOT_RUN, sort_keys=True),
+        fidelity=fidelity_option(),
     log:
         "logs/compare.log",
     conda:
@@ -20,7 +22,7 @@ rule compare:
     shell:
         "quant-eval compare --config {params.config:q} --base-infos {params.base_infos}"
         " --audits {params.audits} --runs {input.runs} --not-run {params.not_run:q}"
-        " --output {output} > {log} 2>&1"
+        " {params.fidelity} --output {output} > {log} 2>&1"
 
 
 rule statistics:

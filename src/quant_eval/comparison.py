@@ -27,6 +27,7 @@ def build_comparison(
     audits: dict[tuple[str, str], Path],
     run_files: Sequence[Path],
     not_run: dict[str, str] | None = None,
+    fidelity: dict[tuple[str, str], Path] | None = None,
 ) -> dict[str, Any]:
     """Return quantization_comparison.json's content (format: docs/results-format.md).
 
@@ -34,7 +35,8 @@ def build_comparison(
     tensor audit (the base model's included). `not_run` maps each optional benchmark that
     was skipped to the reason. Items a judge left unscored (score null) are left out of
     `scores` and counted in the benchmark's `unparsed`; a judged benchmark with a variant
-    that has no scored item at all moves to `not_scored`, with the reason.
+    that has no scored item at all moves to `not_scored`, with the reason. `fidelity` maps
+    (model, variant) -> its fidelity file; None leaves the "fidelity" key out.
     """
     not_run = not_run or {}
     models = {}
@@ -118,7 +120,7 @@ def build_comparison(
         if benchmark.judged:
             benchmarks[name]["judge"] = judges.get(name)
             benchmarks[name]["unparsed"] = unparsed.get(name, {})
-    return {
+    comparison = {
         "reference": config.get("reference", BASE_VARIANT),
         "models": models,
         "variants": variants,
@@ -161,3 +163,20 @@ def _drop_incomplete_items(scores: dict[str, Any], benchmark: str, unparsed: dic
                     f"judge that follows the prompt in benchmarks.{benchmark}.judge"
                 )
     return None
+    if fidelity is not None:
+        comparison["fidelity"] = _collect_fidelity(config, fidelity)
+    return comparison
+
+
+def _collect_fidelity(config: dict[str, Any], files: dict[tuple[str, str], Path]) -> dict[str, dict[str, Any]]:
+    """Read every variant's fidelity file into {model: {variant: record}}."""
+    fidelity: dict[str, dict[str, Any]] = {}
+    for model in config["models"]:
+        for variant in list_variants(config):
+            key = (model, variant.name)
+            if key not in files:
+                raise InvalidDataError(
+                    f"no fidelity file given for {model}/{variant.name}; pass one per variant, the base included"
+                )
+            fidelity.setdefault(model, {})[variant.name] = _read_json(files[key])
+    return fidelity

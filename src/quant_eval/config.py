@@ -20,6 +20,8 @@ from .errors import ConfigError
 
 BASE_VARIANT = "base"
 NO_IMATRIX_SUFFIX = "-no-imatrix"
+# llama-perplexity prints no KL divergence statistics over fewer scored tokens.
+MIN_FIDELITY_TOKENS = 100
 
 
 # Recipe names become file names and Snakemake wildcard values.
@@ -313,6 +315,17 @@ def check_config(
             "batch_size <= context"
         )
 
+    fidelity = config.get("fidelity", {})
+    if fidelity.get("enabled", True):
+        context, chunks = fidelity.get("context", 512), fidelity.get("chunks", 20)
+        scored = chunks * (context - 1 - context // 2)
+        if scored < MIN_FIDELITY_TOKENS:
+            raise ConfigError(
+                f"config keys 'fidelity.context' ({context}) and 'fidelity.chunks' ({chunks}) score "
+                f"{scored} tokens (chunks x (context - 1 - context/2)); percentiles and standard errors "
+                f"need at least {MIN_FIDELITY_TOKENS}: raise either key"
+            )
+
 
 def check_input_files(config: dict[str, Any]) -> None:
     """Raise an error naming the config key if a model, calibration or user benchmark file does not exist.
@@ -357,3 +370,13 @@ def check_input_files(config: dict[str, Any]) -> None:
     for name, settings in config["benchmarks"].items():
         if is_user_benchmark(settings):
             get_benchmark(name, settings)
+    fidelity = config.get("fidelity", {})
+    if fidelity.get("enabled", True):
+        from .fidelity import LAMBADA_SOURCE
+
+        text = fidelity.get("text", LAMBADA_SOURCE)
+        if text != LAMBADA_SOURCE and not Path(text).expanduser().is_file():
+            raise ConfigError(
+                f"fidelity text not found: {text} (config key 'fidelity.text'); "
+                f"give the path of a UTF-8 text file or {LAMBADA_SOURCE!r}"
+            )

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .fidelity import fidelity_note, fidelity_records, fidelity_table
 from .formats import format_level
 from .notes import benchmark_notes
 from .results import ResultIndex, _write_text
 from .sections import (
     FALLBACK_EXPLANATION,
-    FIDELITY_NOTE,
     TEST_NOTE,
     code,
     difference_table,
-    fidelity_table,
     findings,
     grid_limited_caveat,
     imatrix_effect,
@@ -58,11 +57,15 @@ def analysis_markdown(index: ResultIndex, config: dict[str, Any] | None = None) 
             "Difference is variant minus reference over the items both answered; d_z is Cohen's d_z. "
             + TEST_NOTE, "",
             "### Findings", "", *findings(index, model), "",
+        ]
+        if fidelity_records(index.comparison, model):
+            lines += [
+                "### Fidelity to the base model", "", *fidelity_table(index.comparison, model), "",
+                fidelity_note(index.comparison, model), "",
+            ]
+        lines += [
             "### imatrix effect", "", *imatrix_effect(index, model), "",
         ]
-        fidelity = fidelity_table(index, model)
-        if fidelity:
-            lines += ["### Fidelity to the base model", "", *fidelity, "", FIDELITY_NOTE, ""]
         lines += ["### Tensor audit", "", *tensor_audit_table(index, model), "", FALLBACK_EXPLANATION, ""]
     return "\n".join(lines)
 

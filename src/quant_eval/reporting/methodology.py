@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .fidelity import fidelity_methodology
 from .formats import INTERVAL_METHODS, MISSING, format_level
 from .notes import benchmark_notes
 from .results import ResultIndex, _write_text
@@ -254,6 +255,11 @@ def methodology_markdown(config: dict[str, Any], index: ResultIndex) -> str:
         "",
         *statistics_formulas(index),
         "",
+    ]
+    fidelity = fidelity_methodology(index.comparison)
+    if fidelity:
+        lines += ["## Fidelity to the base model", "", *fidelity, ""]
+    lines += [
         "## Seed",
         "",
         seed_statement(config),

@@ -69,10 +69,6 @@ class ResultIndex:
         """Return the model's paired comparisons of each type with and without the imatrix."""
         return [entry for entry in self.analysis.get("imatrix_effect", []) if entry["model"] == model]
 
-    def fidelity(self, model: str) -> dict[str, dict[str, Any]]:
-        """Return the model's fidelity entries (perplexity, KL divergence) by variant name."""
-        return {entry["variant"]: entry for entry in self.analysis.get("fidelity", []) if entry["model"] == model}
-
     def score_format(self, benchmark: str) -> ScoreFormat:
         kind = self.benchmarks()[benchmark]["score_kind"]
         if kind not in SCORE_FORMATS:

@@ -16,16 +16,15 @@ import yaml
 
 from ..errors import QuantEvalError
 from ..files import atomic_output
+from .fidelity import fidelity_methodology, fidelity_note, fidelity_records, fidelity_table
 from .formats import format_level
 from .results import ResultIndex
 from .sections import (
     FALLBACK_EXPLANATION,
-    FIDELITY_NOTE,
     PANDOC_COLUMNS,
     TEST_NOTE,
     code,
     difference_table,
-    fidelity_table,
     findings,
     grid_limited_caveat,
     imatrix_effect,
@@ -129,6 +128,11 @@ def _abstract(index: ResultIndex) -> str:
     return text
 
 
+def _fidelity_methodology_section(index: ResultIndex) -> list[str]:
+    paragraph = fidelity_methodology(index.comparison)
+    return ["## Fidelity to the base model", "", *paragraph, ""] if paragraph else []
+
+
 def _figure(charts_relative: str, name: str, caption: str) -> list[str]:
     return [f"![{caption}]({charts_relative}/{name}){{width=100%}}", ""]
 
@@ -167,10 +171,11 @@ def scorecard_markdown(config: dict[str, Any], index: ResultIndex, charts_relati
             TEST_NOTE, "",
             "Findings:", "", *findings(index, model), "",
         ]
-        fidelity = fidelity_table(index, model)
-        if fidelity:
-            lines += [*fidelity, "", f"Table: Fidelity of {code(model)}'s variants to its base model.", "",
-                      FIDELITY_NOTE, ""]
+        if fidelity_records(index.comparison, model):
+            lines += [
+                *fidelity_table(index.comparison, model, wrap=True), "",
+                f"Table: Fidelity of {code(model)} to its base model. {fidelity_note(index.comparison, model)}", "",
+            ]
     warnings = power_warnings(config, index)
     if warnings:
         lines += ["Power:", "", *warnings, ""]
@@ -197,6 +202,7 @@ def scorecard_markdown(config: dict[str, Any], index: ResultIndex, charts_relati
         "## Calibration text and imatrix", "", *imatrix_settings(config), "",
         "## Benchmarks", "", *methodology_benchmarks(config, index), "",
         "## Statistics", "", *statistics_formulas(index), "",
+        *_fidelity_methodology_section(index),
         seed_statement(config), "",
     ]
     return "\n".join(lines)

@@ -369,45 +369,6 @@ def imatrix_effect(index: ResultIndex, model: str, with_tests: bool = True) -> l
     return lines
 
 
-FIDELITY_NOTE = (
-    "Perplexity and KL divergence come from llama-perplexity on the fidelity text; each interval is "
-    "the estimate plus or minus the normal quantile times llama-perplexity's standard error. KL "
-    "divergence is the mean over tokens of the divergence of the variant's next-token distribution "
-    "from the base model's."
-)
-
-
-def fidelity_table(index: ResultIndex, model: str) -> list[str]:
-    """Return a table of perplexity, ln PPL ratio, KL divergence and same top token per variant."""
-    entries = index.fidelity(model)
-    if not entries:
-        return []
-    level = format_level(index.confidence_level)
-
-    def estimate(entry: dict[str, Any], field: str, key: str, decimals: int) -> str:
-        value = entry.get(field)
-        if value is None:
-            return MISSING
-        return (f"{value[key]:.{decimals}f} [{value['ci_low']:.{decimals}f}, "
-                f"{value['ci_high']:.{decimals}f}]")
-
-    header = ["Variant", f"Perplexity [{level} CI]", "ln(PPL / PPL base)", "KL divergence (nats/token)",
-              "Same top token"]
-    rows = []
-    for variant in index.variants(model):
-        entry = entries.get(variant["variant"])
-        if entry is None:
-            continue
-        rows.append([
-            code(variant["variant"]),
-            estimate(entry, "perplexity", "value", 3),
-            estimate(entry, "ln_ppl_ratio", "value", 5),
-            estimate(entry, "kl_divergence", "mean", 5),
-            estimate(entry, "same_top_p", "value", 4),
-        ])
-    return markdown_table(header, rows, "lrrrr")
-
-
 FALLBACK_EXPLANATION = (
     "llama-quantize falls back to another type for each tensor whose row size is not a multiple "
     "of the target type's block size (256 values for the K-quants, 32 for Q4_0, Q5_0 and Q8_0). "

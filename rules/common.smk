@@ -247,6 +247,21 @@ def evaluation_runtime(wildcards, input):
     )
 
 
+def fidelity_memory_mb(wildcards, input):
+    """Memory of one fidelity job: the model at the fidelity context, like an evaluation; little for the base."""
+    if not input.model:
+        return 1500
+    shape = sizing.read_model_shape(input.model)
+    return sizing.evaluation_memory_mb(sizing.file_size(input.model), config["fidelity"]["context"], shape)
+
+
+def fidelity_runtime(wildcards, input):
+    """Runtime of one fidelity job: one forward pass over every chunk, as llama-imatrix makes."""
+    if not input.model:
+        return sizing.quantize_runtime_minutes(0)
+    return sizing.imatrix_runtime_minutes(sizing.file_size(input.model), config["fidelity"]["context"], config["fidelity"]["chunks"])
+
+
 def imatrix_memory_mb(wildcards, input):
     shape = sizing.read_model_shape(input.model)
     return sizing.imatrix_memory_mb(sizing.file_size(input.model), config["imatrix"]["context"], shape)

@@ -16,9 +16,12 @@ rule fidelity_base:
         chunks=FIDELITY["chunks"],
     threads: config["evaluation"]["threads"]
     resources:
-        mem_mb=lambda wildcards, input: 1500 + model_size_mb(input.model),
+        mem_mb=fidelity_memory_mb,
+        runtime=fidelity_runtime,
     log:
         "logs/fidelity/{model}/base_logprobs.log",
+    conda:
+        "../envs/quant-eval.yaml"
     shell:
         "quant-eval fidelity-base --model {input.model} --text {params.text:q}"
         " --context {params.context} --chunks {params.chunks} --threads {threads}"
@@ -37,9 +40,12 @@ rule fidelity:
         labels=lambda wildcards: json.dumps({"model": wildcards.model, "variant": wildcards.variant}),
     threads: config["evaluation"]["threads"]
     resources:
-        mem_mb=lambda wildcards, input: 1500 + (model_size_mb(input.model) if input.model else 0),
+        mem_mb=fidelity_memory_mb,
+        runtime=fidelity_runtime,
     log:
         "logs/fidelity/{model}/{variant}.log",
+    conda:
+        "../envs/quant-eval.yaml"
     shell:
         "quant-eval fidelity --base-logprobs {input.logprobs} {params.model}"
         " --text {params.text:q} --threads {threads} --labels {params.labels:q}"

@@ -172,7 +172,7 @@ def test_config_rejects_few_scored_tokens():
 
 
 def test_config_rejects_missing_text(tiny_model, tmp_path):
-    config = {"models": {"m": {"source": str(tiny_model)}}, "quantizations": ["q8_0"], "imatrix": {},
+    config = {"models": {"m": {"source": str(tiny_model)}}, "quantizations": ["q8_0"], "imatrix": {}, "benchmarks": {},
               "fidelity": {"enabled": True, "text": str(tmp_path / "absent.txt")}}
     with pytest.raises(ConfigError, match="fidelity.text"):
         check_input_files(config)

@@ -130,6 +130,9 @@ def build_comparison(
         "scores": scores,
         "failures": failures,
     }
+    if fidelity is not None:
+        comparison["fidelity"] = _collect_fidelity(config, fidelity)
+    return comparison
 
 
 def _check_same_judge(judges: dict[str, dict[str, Any]], benchmark: str, judge: dict[str, Any], path: Path) -> None:
@@ -163,9 +166,6 @@ def _drop_incomplete_items(scores: dict[str, Any], benchmark: str, unparsed: dic
                     f"judge that follows the prompt in benchmarks.{benchmark}.judge"
                 )
     return None
-    if fidelity is not None:
-        comparison["fidelity"] = _collect_fidelity(config, fidelity)
-    return comparison
 
 
 def _collect_fidelity(config: dict[str, Any], files: dict[tuple[str, str], Path]) -> dict[str, dict[str, Any]]:

@@ -347,14 +347,14 @@ def comparison_inputs(tmp_path):
 
 def test_comparison_carries_fidelity(comparison_inputs):
     config, infos, audits, files = comparison_inputs
-    comparison = build_comparison(config, infos, audits, [], files)
+    comparison = build_comparison(config, infos, audits, [], fidelity=files)
     assert comparison["fidelity"]["m"]["q8_0"]["kl_divergence"]["p99"] == 0.12
     assert comparison["fidelity"]["m"]["base"]["kl_divergence"] is None
     assert "fidelity" not in build_comparison(config, infos, audits, [])
 
     del files[("m", "q8_0")]
     with pytest.raises(InvalidDataError, match="m/q8_0"):
-        build_comparison(config, infos, audits, [], files)
+        build_comparison(config, infos, audits, [], fidelity=files)
 
 
 def test_compare_command_fidelity_option(comparison_inputs, tmp_path):

@@ -137,12 +137,20 @@ def statistics_formulas(index: ResultIndex) -> list[str]:
     return lines
 
 
+FIDELITY_INTERVALS = (
+    "- Fidelity: perplexity, ln(PPL ratio), KL divergence and the same-top-token rate get the interval "
+    "estimate $\\pm z_{{{z}}}$ times their standard error (computed as llama-perplexity computes it), "
+    "clipped to the possible range. The imatrix's change in mean KL divergence has the uncertainty "
+    "$\\sqrt{{u_{{with}}^2 + u_{{without}}^2}}$, which ignores their positive correlation and so is conservative."
+)
+
+
 def paired_test_formulas(index: ResultIndex) -> list[str]:
     """Return the formulas of the paired tests, flips, Holm's adjustment, the MDD and fidelity intervals."""
     power = index.analysis.get("power", {})
     power_level = power.get("power", 0.8)
     alpha = power.get("alpha", round(1 - index.confidence_level, 12))
-    return [
+    lines = [
         "- Correctness and flips (0/1 scores): an item is correct when more than half of its runs "
         "scored 1 (with one run, its score; a tie counts as wrong). A flip is an item correct in the "
         "reference and wrong in the variant ($b$, lost) or the reverse ($c$, gained); rates are $b/m$ and $c/m$.",
@@ -164,12 +172,11 @@ def paired_test_formulas(index: ResultIndex) -> list[str]:
         "it uses $\\sqrt{2}$ times the standard deviation of the reference's item means, and for 0/1 "
         "scores with no spread at all $\\sqrt{2 \\cdot 0.25}$; both over-state the spread, so the MDD is an "
         "upper bound there.",
-        "- Fidelity: perplexity, ln(PPL ratio), KL divergence and the same-top-token rate get the interval "
-        f"estimate $\\pm z_{{{(1 + index.confidence_level) / 2:g}}}$ times llama-perplexity's standard error, "
-        "clipped to the possible range. The imatrix's change in mean KL divergence has the uncertainty "
-        "$\\sqrt{u_{with}^2 + u_{without}^2}$, which ignores their positive correlation and so is conservative.",
         "- The statistics draw no random numbers (no bootstrap or permutation sampling), so they need no seed.",
     ]
+    if index.comparison.get("fidelity"):
+        lines.insert(-1, FIDELITY_INTERVALS.format(z=f"{(1 + index.confidence_level) / 2:g}"))
+    return lines
 
 
 def seed_statement(config: dict[str, Any]) -> str:

@@ -11,11 +11,13 @@ rule benchmark_data:
             if benchmark_settings(wildcards.benchmark).get("limit")
             else ""
         ),
+        settings=lambda wildcards: json.dumps(benchmark_settings(wildcards.benchmark), sort_keys=True),
         seed=config["seed"],
     log:
         "logs/benchmark_data/{benchmark}.log",
     shell:
         "quant-eval benchmark-data --benchmark {wildcards.benchmark} {params.limit}"
+        " --settings {params.settings:q}"
         " --seed {params.seed} --test-output {output.test} --fewshot-output {output.fewshot}"
         " > {log} 2>&1"
 

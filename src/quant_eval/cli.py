@@ -118,11 +118,14 @@ def _quantize(args: argparse.Namespace) -> None:
     p.add_argument("--seed", type=int, required=True),
     p.add_argument("--test-output", type=Path, required=True),
     p.add_argument("--fewshot-output", type=Path, required=True),
+    p.add_argument("--settings", type=_json_argument, default={},
+                   help="benchmark settings as JSON (e.g. MATH's subset)"),
 ))
 def _benchmark_data(args: argparse.Namespace) -> None:
     from .benchmarks import get_benchmark
 
-    get_benchmark(args.benchmark).prepare(args.limit, args.seed, args.test_output, args.fewshot_output)
+    get_benchmark(args.benchmark).prepare(args.limit, args.seed, args.test_output, args.fewshot_output,
+                                          args.settings)
 
 
 @command("evaluate", "run one benchmark once on one model file", lambda p: (

@@ -28,10 +28,12 @@ def _load_task(benchmark_name: str, settings: dict[str, Any], data_files: dict[s
     from lm_eval.tasks._yaml_loader import load_yaml
 
     benchmark = get_benchmark(benchmark_name)
-    # Reading the one definition directly skips indexing the harness's ~15,000 task
-    # files, which takes longer than a small evaluation.
-    yaml_path = Path(lm_eval.tasks.__file__).parent / benchmark.task_definition
-    task_config = load_yaml(yaml_path, resolve_func=True)
+    task_config: dict[str, Any] = {}
+    if benchmark.task_definition is not None:
+        # Reading the one definition directly skips indexing the harness's ~15,000 task
+        # files, which takes longer than a small evaluation.
+        yaml_path = Path(lm_eval.tasks.__file__).parent / benchmark.task_definition
+        task_config = load_yaml(yaml_path, resolve_func=True)
     task_config.update(benchmark.task_overrides(settings, data_files))
     task_config["task"] = benchmark.task
     return TaskManager(include_defaults=False).load([task_config])
@@ -66,6 +68,7 @@ def _item_record(benchmark_name: str, sample: dict[str, Any]) -> dict[str, Any]:
     for metric in ("acc", "acc_norm", "exact_match"):
         if metric in sample:
             record[metric] = float(sample[metric])
+    record.update(benchmark.item_fields(sample))
     return record
 
 

@@ -18,6 +18,17 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise InvalidDataError(f"cannot read {path}: {error}; delete it and run the workflow again") from error
 
 
+def _collect_groups(groups: dict[str, dict[str, str]], item: dict[str, Any], path: Path) -> None:
+    """Add an item's groups (e.g. subject and level) to `groups`, grouping -> item id -> value."""
+    for group_by, value in item.get("groups", {}).items():
+        known = groups.setdefault(group_by, {}).setdefault(item["id"], value)
+        if known != value:
+            raise InvalidDataError(
+                f"{path}: item {item['id']} has {group_by} {value!r} here and {known!r} in another run file; "
+                "delete the run files of this benchmark and run the workflow again"
+            )
+
+
 def build_comparison(
     config: dict[str, Any],
     base_infos: dict[str, Path],
@@ -53,12 +64,18 @@ def build_comparison(
     scores: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
     runs_seen: dict[str, set[int]] = {}
     n_items: dict[str, int] = {}
+    item_groups: dict[str, dict[str, dict[str, str]]] = {}
+    decided_by: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
     for path in sorted(run_files):
         run = _read_json(path)
         benchmark = run["benchmark"]
         items = scores.setdefault(run["model"], {}).setdefault(run["variant"], {}).setdefault(benchmark, {})
         for item in run["items"]:
             items.setdefault(item["id"], []).append((run["run"], item["score"]))
+            _collect_groups(item_groups.setdefault(benchmark, {}), item, path)
+            if "decided_by" in item:
+                counts = decided_by.setdefault(benchmark, {}).setdefault(run["model"], {}).setdefault(run["variant"], {})
+                counts[item["decided_by"]] = counts.get(item["decided_by"], 0) + 1
         runs_seen.setdefault(benchmark, set()).add(run["run"])
         n_items[benchmark] = run["n_items"]
 
@@ -76,8 +93,11 @@ def build_comparison(
             "metric": benchmark.metric,
             "n_items": n_items.get(name, 0),
             "runs": len(runs_seen.get(name, ())),
-            "score_kind": "binary",
+            "score_kind": benchmark.score_kind,
+            "item_groups": item_groups.get(name, {}),
         }
+        if name in decided_by:
+            benchmarks[name]["decided_by"] = decided_by[name]
     return {
         "reference": config.get("reference", BASE_VARIANT),
         "models": models,

@@ -9,6 +9,7 @@ from .formats import format_level
 from .results import ResultIndex, _write_text
 from .sections import (
     FALLBACK_EXPLANATION,
+    answer_judgements,
     code,
     difference_table,
     findings,
@@ -44,6 +45,11 @@ def analysis_markdown(index: ResultIndex) -> str:
             f"### Paired differences from {code(index.reference)}", "", *difference_table(index, model), "",
             "Difference is variant minus reference over the items both answered; d_z is Cohen's d_z.", "",
             "### Findings", "", *findings(index, model), "",
+        ]
+        judgements = answer_judgements(index, model)
+        if judgements:
+            lines += ["### Answer comparison", "", *judgements, ""]
+        lines += [
             "### imatrix effect", "", *imatrix_effect(index, model), "",
             "### Tensor audit", "", *tensor_audit_table(index, model), "", FALLBACK_EXPLANATION, "",
         ]

@@ -132,7 +132,7 @@ def test_methodology_counts_string_fallbacks(tmp_path):
     assert ("Answer comparison: of 20 answers (one per item, run, variant and model), 3 equalled the reference "
             "after normalization, 5 were compared by sympy, 3 fell back to string comparison") in text
     assert "and 9 had no final answer." in text
-    assert "Settings: greedy decoding, temperature 0; at most 384 generated tokens." in text
+    assert "Settings: item set `math500`; greedy decoding, temperature 0; at most 384 generated tokens." in text
 
 
 def test_scorecard_markdown_lists_math():

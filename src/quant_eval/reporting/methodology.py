@@ -63,6 +63,8 @@ def _run_variation(runs: int, configured_runs: int, settings: dict[str, Any]) ->
 
 def _benchmark_settings(settings: dict[str, Any]) -> str:
     parts = []
+    if "subset" in settings:
+        parts.append(f"item set {code(settings['subset'])}")
     if "temperature" in settings:
         decoding = "greedy decoding" if settings["temperature"] == 0 else "sampling"
         parts.append(f"{decoding}, temperature {settings['temperature']:g}")

@@ -126,10 +126,25 @@ def normalize_answer(answer: str) -> str:
     text = re.sub(r"\\sqrt(\d|[a-zA-Z](?![a-zA-Z]))", r"\\sqrt{\1}", text)
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", text):
         text = text.replace(",", "")
+    text = re.sub(r"(?<![\d}])\.(?=\d)", "0.", text)  # .25 -> 0.25, which parse_latex reads
+    text = re.sub(r"^[A-Za-z]\\in", "", text)  # x\in[-2,7] -> [-2,7]
+    text = _matrix_as_tuple(text)
+    text = re.sub(r"_\{(\w+)\}", r"_\1", text)  # 52_{8} -> 52_8
     if re.fullmatch(r"-?\d+\.\d*?0+", text):
         # 2.50 and 2.5 are the same number; keep at least one digit after a point.
         text = text.rstrip("0").rstrip(".")
     return text
+
+
+def _matrix_as_tuple(text: str) -> str:
+    """Write a pmatrix or bmatrix as a tuple: a column vector as (a,b), a matrix as ((a,b),(c,d))."""
+    match = re.fullmatch(r"\\begin\{([pb])matrix\}(.*)\\end\{\1matrix\}", text)
+    if match is None:
+        return text
+    rows = [row.split("&") for row in match.group(2).split("\\\\")]
+    if all(len(row) == 1 for row in rows):
+        return "(" + ",".join(row[0] for row in rows) + ")"
+    return "(" + ",".join("(" + ",".join(row) + ")" for row in rows) + ")"
 
 
 @dataclass(frozen=True)
@@ -218,6 +233,9 @@ def _parse_latex(text: str):  # returns a sympy expression
         # Words: parse_latex reads "Monday" as the product M*o*n*d*a*y, so two
         # different words with the same letters would compare equal.
         raise ValueError(f"{text!r} is text, not a formula")
+    if "_" in text:
+        # Subscripts: parse_latex reads the base-8 number 52_8 as a symbol, not a number.
+        raise ValueError(f"{text!r} has a subscript")
     expression = parse_latex(text)
     if not isinstance(expression, sympy.Expr):
         raise ValueError(f"{text!r} is not an expression")  # an equation or inequality
@@ -249,6 +267,13 @@ def _sympy_equal(first: str, second: str) -> bool | None:
 def _judge_normalized(answer: str, reference: str) -> Judgement:
     if answer == reference:
         return Judgement(True, IDENTICAL)
+
+    if r"\cup" in answer or r"\cup" in reference:
+        # Unions of intervals: the same intervals in the same order.
+        answer_parts, reference_parts = answer.split(r"\cup"), reference.split(r"\cup")
+        if len(answer_parts) == len(reference_parts):
+            return _judge_sequence(list(zip(answer_parts, reference_parts)))
+        return Judgement(False, STRING)
 
     answer_brackets, reference_brackets = _bracketed(answer), _bracketed(reference)
     if answer_brackets and reference_brackets:

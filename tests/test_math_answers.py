@@ -65,6 +65,8 @@ def test_last_boxed_absent_or_unbalanced():
 
 @pytest.mark.parametrize(("answer", "expected"), [
     ("$x = 14$", "14"),
+    ("$13.$ I hope it is correct.", "13"),
+    ("$\\frac{3}{4}$ of the cake", "\\frac{3}{4}"),
     ("\\$4.50", "4.5"),
     ("\\text{ 6 inches}", "6"),
     ("12\\text{ cm}^2", "12"),

@@ -105,6 +105,10 @@ def normalize_answer(answer: str) -> str:
     removes thousands separators.
     """
     text = answer.strip()
+    # As in Minerva's normalization: an answer with inline math keeps only its first $...$.
+    math_span = re.search(r"(?<!\\)\$(.*?)(?<!\\)\$", text)
+    if math_span:
+        text = math_span.group(1)
     text = text.split("=")[-1]
     text = re.sub(r"\\[dt]frac", r"\\frac", text)
     for command in _UNWRAPPED_COMMANDS:

@@ -15,22 +15,18 @@ rule benchmark_data:
             if benchmark_settings(wildcards.benchmark).get("limit")
             else ""
         ),
+        settings=lambda wildcards: json.dumps(benchmark_settings(wildcards.benchmark), sort_keys=True),
         seed=config["seed"],
         data=lambda wildcards: " ".join(
             f"--data {shlex.quote(path)}" for path in benchmark_data_file(wildcards.benchmark)
-        ),
-        # A user benchmark is defined by its settings; a built-in one needs none here.
-        user_settings=lambda wildcards: (
-            "--settings " + shlex.quote(json.dumps(benchmark_settings(wildcards.benchmark), sort_keys=True))
-            if "kind" in benchmark_settings(wildcards.benchmark)
-            else ""
         ),
     log:
         "logs/benchmark_data/{benchmark}.log",
     conda:
         "../envs/quant-eval.yaml"
     shell:
-        "quant-eval benchmark-data --benchmark {wildcards.benchmark} {params.limit} {params.user_settings}"
+        "quant-eval benchmark-data --benchmark {wildcards.benchmark} {params.limit}"
+        " --settings {params.settings:q}"
         " --seed {params.seed} --test-output {output.test} --fewshot-output {output.fewshot}"
         " {params.data} > {log} 2>&1"
 

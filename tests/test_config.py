@@ -297,6 +297,45 @@ def test_schema_keeps_given_values():
     assert config["runs"] == 5
 
 
+def test_schema_fills_math_defaults():
+    config = make_config(benchmarks={"math": {}})
+
+    validate(config, schema=str(SCHEMA))
+
+    assert config["benchmarks"]["math"] == {"limit": None, "subset": "math500", "temperature": 0, "max_tokens": 384}
+
+
+def test_schema_accepts_math_full_subset():
+    config = make_config(benchmarks={"math": {"subset": "full", "limit": 50, "temperature": 0.6}})
+
+    validate(config, schema=str(SCHEMA))
+    check_with_real_types(config)
+
+    assert config["benchmarks"]["math"]["subset"] == "full"
+
+
+def test_schema_rejects_unknown_math_subset():
+    config = make_config(benchmarks={"math": {"subset": "math5000"}})
+
+    with pytest.raises(ConfigError, match=r"key 'benchmarks.math.subset'"):
+        check_schema(config, SCHEMA, BENCHMARKS)
+
+
+def test_schema_rejects_zero_math_max_tokens():
+    config = make_config(benchmarks={"math": {"max_tokens": 0}})
+
+    with pytest.raises(ConfigError, match=r"key 'benchmarks.math.max_tokens'"):
+        check_schema(config, SCHEMA, BENCHMARKS)
+
+
+def test_shipped_config_runs_math_greedy():
+    settings = yaml.safe_load(SHIPPED_CONFIG.read_text())["benchmarks"]["math"]
+
+    assert settings["subset"] == "math500"
+    assert settings["temperature"] == 0
+    assert settings["limit"] == 20
+
+
 # ----------------------------------------------------------------------- start-up checks
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schema" / "config.schema.yaml"

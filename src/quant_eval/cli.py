@@ -148,7 +148,8 @@ def _quantize(args: argparse.Namespace) -> None:
     p.add_argument("--test-output", type=Path, required=True),
     p.add_argument("--fewshot-output", type=Path, required=True),
     p.add_argument("--data", type=Path, help="local data file, for benchmarks not shipped in a PyPI package"),
-    p.add_argument("--settings", type=_json_argument, help="a user benchmark's config settings as JSON"),
+    p.add_argument("--settings", type=_json_argument, default={},
+                   help="the benchmark's config settings as JSON (MATH's subset; a user benchmark's definition)"),
 ))
 def _benchmark_data(args: argparse.Namespace) -> None:
     from .benchmarks import get_benchmark
@@ -156,7 +157,7 @@ def _benchmark_data(args: argparse.Namespace) -> None:
     benchmark = get_benchmark(args.benchmark, args.settings)
     if args.data is not None:
         benchmark = benchmark.with_data(args.data)
-    benchmark.prepare(args.limit, args.seed, args.test_output, args.fewshot_output)
+    benchmark.prepare(args.limit, args.seed, args.test_output, args.fewshot_output, args.settings)
 
 
 @command("evaluate", "run one benchmark once on one model file", lambda p: (

@@ -21,6 +21,17 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise InvalidDataError(f"cannot read {path}: {error}; delete it and run the workflow again") from error
 
 
+def _collect_groups(groups: dict[str, dict[str, str]], item: dict[str, Any], path: Path) -> None:
+    """Add an item's groups (e.g. subject and level) to `groups`, grouping -> item id -> value."""
+    for group_by, value in item.get("groups", {}).items():
+        known = groups.setdefault(group_by, {}).setdefault(item["id"], value)
+        if known != value:
+            raise InvalidDataError(
+                f"{path}: item {item['id']} has {group_by} {value!r} here and {known!r} in another run file; "
+                "delete the run files of this benchmark and run the workflow again"
+            )
+
+
 def build_comparison(
     config: dict[str, Any],
     base_infos: dict[str, Path],
@@ -70,6 +81,8 @@ def build_comparison(
     unparsed: dict[str, dict[str, dict[str, int]]] = {}
     judges: dict[str, dict[str, Any]] = {}
     failures = []
+    item_groups: dict[str, dict[str, dict[str, str]]] = {}
+    decided_by: dict[str, dict[str, dict[str, dict[str, int]]]] = {}
     for path in sorted(run_files):
         run = _read_json(path)
         benchmark = run["benchmark"]
@@ -83,6 +96,10 @@ def build_comparison(
                 counts[run["variant"]] = counts.get(run["variant"], 0) + 1
                 continue
             items.setdefault(item["id"], []).append((run["run"], item["score"]))
+            _collect_groups(item_groups.setdefault(benchmark, {}), item, path)
+            if "decided_by" in item:
+                counts = decided_by.setdefault(benchmark, {}).setdefault(run["model"], {}).setdefault(run["variant"], {})
+                counts[item["decided_by"]] = counts.get(item["decided_by"], 0) + 1
         if "judge" in run:
             _check_same_judge(judges, benchmark, run["judge"], path)
         runs_seen.setdefault(benchmark, set()).add(run["run"])
@@ -116,7 +133,10 @@ def build_comparison(
             "runs": len(runs_seen.get(name, ())),
             "score_kind": benchmark.score_kind,
             "description": benchmark.description,
+            "item_groups": item_groups.get(name, {}),
         }
+        if name in decided_by:
+            benchmarks[name]["decided_by"] = decided_by[name]
         if benchmark.judged:
             benchmarks[name]["judge"] = judges.get(name)
             benchmarks[name]["unparsed"] = unparsed.get(name, {})

@@ -29,9 +29,12 @@ def _load_task(benchmark_name: str, settings: dict[str, Any], data_files: dict[s
     from lm_eval.tasks._yaml_loader import load_yaml
 
     benchmark = get_benchmark(benchmark_name, settings)
-    # Reading the one definition directly skips indexing the harness's ~15,000 task
-    # files, which takes longer than a small evaluation.
-    task_config = load_yaml(benchmark.task_yaml(), resolve_func=True)
+    task_config: dict[str, Any] = {}
+    yaml_path = benchmark.task_yaml()
+    if yaml_path is not None:
+        # Reading the one definition directly skips indexing the harness's ~15,000 task
+        # files, which takes longer than a small evaluation.
+        task_config = load_yaml(yaml_path, resolve_func=True)
     task_config.update(benchmark.task_overrides(settings, data_files))
     task_config["task"] = benchmark.task
     return TaskManager(include_defaults=False).load([task_config])
@@ -67,6 +70,7 @@ def _item_record(benchmark: Any, sample: dict[str, Any]) -> dict[str, Any]:
     for metric in ("acc", "acc_norm", "exact_match"):
         if metric in sample:
             record[metric] = float(sample[metric])
+    record.update(benchmark.item_fields(sample))
     return record
 
 

@@ -12,6 +12,7 @@ from .results import ResultIndex, _write_text
 from .sections import (
     FALLBACK_EXPLANATION,
     TEST_NOTE,
+    answer_judgements,
     code,
     difference_table,
     findings,
@@ -58,6 +59,9 @@ def analysis_markdown(index: ResultIndex, config: dict[str, Any] | None = None) 
             + TEST_NOTE, "",
             "### Findings", "", *findings(index, model), "",
         ]
+        judgements = answer_judgements(index, model)
+        if judgements:
+            lines += ["### Answer comparison", "", *judgements, ""]
         if fidelity_records(index.comparison, model):
             lines += [
                 "### Fidelity to the base model", "", *fidelity_table(index.comparison, model), "",
@@ -65,8 +69,8 @@ def analysis_markdown(index: ResultIndex, config: dict[str, Any] | None = None) 
             ]
         lines += [
             "### imatrix effect", "", *imatrix_effect(index, model), "",
+            "### Tensor audit", "", *tensor_audit_table(index, model), "", FALLBACK_EXPLANATION, "",
         ]
-        lines += ["### Tensor audit", "", *tensor_audit_table(index, model), "", FALLBACK_EXPLANATION, ""]
     return "\n".join(lines)
 
 

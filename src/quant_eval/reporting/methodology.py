@@ -67,6 +67,8 @@ def _run_variation(runs: int, configured_runs: int, settings: dict[str, Any]) ->
 
 def _benchmark_settings(settings: dict[str, Any]) -> str:
     parts = []
+    if "subset" in settings:
+        parts.append(f"item set {code(settings['subset'])}")
     if "temperature" in settings:
         decoding = "greedy decoding" if settings["temperature"] == 0 else "sampling"
         parts.append(f"{decoding}, temperature {settings['temperature']:g}")
@@ -94,7 +96,25 @@ def methodology_benchmarks(config: dict[str, Any], index: ResultIndex) -> list[s
             f"  Settings: {_benchmark_settings(settings)}.",
             f"  Runs: {_run_variation(info['runs'], config['runs'], settings)}.",
         ]
+        if "decided_by" in info:
+            lines.append(f"  Answer comparison: {_answer_comparison(info['decided_by'])}.")
     return lines
+
+
+def _answer_comparison(decided_by: dict[str, dict[str, dict[str, int]]]) -> str:
+    """Summarize how the answers of all models, variants and runs were judged."""
+    totals: dict[str, int] = {}
+    for variants in decided_by.values():
+        for counts in variants.values():
+            for key, count in counts.items():
+                totals[key] = totals.get(key, 0) + count
+    n_answers = sum(totals.values())
+    return (
+        f"of {n_answers} answers (one per item, run, variant and model), {totals.get('identical', 0)} equalled the "
+        f"reference after normalization, {totals.get('sympy', 0)} were compared by sympy, "
+        f"{totals.get('string', 0)} fell back to string comparison because sympy could not parse them "
+        f"(scored 0, possibly wrongly), and {totals.get('no_answer', 0)} had no final answer"
+    )
 
 
 def _interval_methods_used(index: ResultIndex) -> list[str]:

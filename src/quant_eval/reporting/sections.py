@@ -406,3 +406,48 @@ def tensor_audit_table(index: ResultIndex, model: str, wrap: bool = False) -> li
         ])
     wrap_widths = [9, 5, 3, 3, 3, 14, 4] if wrap else None
     return markdown_table(header, rows, "lllrrlr", wrap_widths)
+
+
+# Columns of the answer-judgement table: the `decided_by` values of the comparison file.
+DECIDED_BY_COLUMNS = (
+    ("identical", "identical after normalization"),
+    ("sympy", "compared by sympy"),
+    ("string", "string fallback"),
+    ("no_answer", "no final answer"),
+)
+
+
+def answer_judgement_table(index: ResultIndex, model: str, benchmark: str) -> list[str]:
+    """Return a table of how the benchmark's answers were judged, per variant, over all runs.
+
+    Empty when the comparison has no `decided_by` counts for the benchmark (only MATH has them).
+    """
+    counts = index.benchmarks()[benchmark].get("decided_by", {}).get(model)
+    if not counts:
+        return []
+    header = ["Variant", "answers"] + [title for _, title in DECIDED_BY_COLUMNS]
+    rows = []
+    for variant in index.variants(model):
+        variant_counts = counts.get(variant["variant"], {})
+        rows.append([code(variant["variant"]), str(sum(variant_counts.values()))]
+                    + [str(variant_counts.get(key, 0)) for key, _ in DECIDED_BY_COLUMNS])
+    return markdown_table(header, rows, "l" + "r" * (len(header) - 1))
+
+
+ANSWER_JUDGEMENT_EXPLANATION = (
+    "Answers counts one answer per item and run. An answer that sympy cannot parse (text, "
+    "matrices, equations) and whose normalized string differs from the reference is scored 0 "
+    "by the string fallback, so an equivalent answer written differently may be scored wrong there."
+)
+
+
+def answer_judgements(index: ResultIndex, model: str) -> list[str]:
+    """Return one answer-judgement table per benchmark that records how its answers were judged."""
+    lines: list[str] = []
+    for benchmark in index.benchmarks():
+        table = answer_judgement_table(index, model, benchmark)
+        if table:
+            lines += [f"Answers of {code(benchmark)}:", "", *table, ""]
+    if lines:
+        lines.append(ANSWER_JUDGEMENT_EXPLANATION)
+    return lines

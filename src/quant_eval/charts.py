@@ -168,26 +168,21 @@ def draw_efficiency(comparison: dict[str, Any], analysis: dict[str, Any], output
 def paired_frame(index: ResultIndex) -> pd.DataFrame:
     """Return one row per model, compared variant and benchmark: scaled paired difference, CI and flips."""
     rows = []
-    for model in index.models():
-        for variant in index.variants(model):
-            if variant["variant"] == index.reference:
-                continue
-            for benchmark in index.benchmarks():
-                paired = index.result(model, variant["variant"], benchmark)["paired"]
-                if paired is None:
-                    continue
-                scale = index.score_format(benchmark).scale
-                flips = paired.get("flips")
-                rows.append({
-                    "model": model,
-                    "variant": variant["variant"],
-                    "benchmark": benchmark,
-                    "mean": paired["mean_difference"] * scale,
-                    "ci_low": np.nan if paired["ci_low"] is None else paired["ci_low"] * scale,
-                    "ci_high": np.nan if paired["ci_high"] is None else paired["ci_high"] * scale,
-                    "correct_to_wrong": np.nan if flips is None else flips["correct_to_wrong"],
-                    "wrong_to_correct": np.nan if flips is None else flips["wrong_to_correct"],
-                })
+    for model, variant, benchmark, paired in index.comparisons():
+        if paired is None:
+            continue
+        scale = index.score_format(benchmark).scale
+        flips = paired.get("flips")
+        rows.append({
+            "model": model,
+            "variant": variant,
+            "benchmark": benchmark,
+            "mean": paired["mean_difference"] * scale,
+            "ci_low": np.nan if paired["ci_low"] is None else paired["ci_low"] * scale,
+            "ci_high": np.nan if paired["ci_high"] is None else paired["ci_high"] * scale,
+            "correct_to_wrong": np.nan if flips is None else flips["correct_to_wrong"],
+            "wrong_to_correct": np.nan if flips is None else flips["wrong_to_correct"],
+        })
     return pd.DataFrame(rows, columns=["model", "variant", "benchmark", "mean", "ci_low", "ci_high",
                                        "correct_to_wrong", "wrong_to_correct"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import InvalidDataError
 from ..files import atomic_output
@@ -85,6 +85,19 @@ class ResultIndex:
                 f"statistical_analysis.json has no result for model {model!r}, variant {variant!r}, "
                 f"benchmark {benchmark!r}; rerun the statistics stage"
             ) from None
+
+    def comparisons(self) -> Iterator[tuple[str, str, str, dict[str, Any] | None]]:
+        """Yield (model, variant, benchmark, paired) for every variant other than the reference.
+
+        `paired` is the result's paired comparison, None where the variant's evaluation failed.
+        """
+        for model in self.models():
+            for variant in self.variants(model):
+                if variant["variant"] == self.reference:
+                    continue
+                name = variant["variant"]
+                for benchmark in self.benchmarks():
+                    yield model, name, benchmark, self.result(model, name, benchmark)["paired"]
 
 
 def _write_text(output: Path, text: str) -> None:

@@ -89,19 +89,14 @@ class ScorecardError(QuantEvalError):
 def _abstract(index: ResultIndex) -> str:
     comparisons = detected = significant = 0
     detected_names = []
-    for model in index.models():
-        for variant in index.variants(model):
-            if variant["variant"] == index.reference:
-                continue
-            for benchmark in index.benchmarks():
-                paired = index.result(model, variant["variant"], benchmark)["paired"]
-                comparisons += 1
-                holm = paired["p_value_holm"] if paired else None
-                if holm is not None and holm < 1 - index.confidence_level:
-                    significant += 1
-                if paired and paired["ci_low"] is not None and (paired["ci_low"] > 0 or paired["ci_high"] < 0):
-                    detected += 1
-                    detected_names.append(f"{code(variant['variant'])} on {code(benchmark)}")
+    for _, variant, benchmark, paired in index.comparisons():
+        comparisons += 1
+        holm = paired["p_value_holm"] if paired else None
+        if holm is not None and holm < 1 - index.confidence_level:
+            significant += 1
+        if paired and paired["ci_low"] is not None and (paired["ci_low"] > 0 or paired["ci_high"] < 0):
+            detected += 1
+            detected_names.append(f"{code(variant)} on {code(benchmark)}")
 
     benchmarks = ", ".join(
         f"{code(name)} ({info['n_items']} items, {info['runs']} run{'s' if info['runs'] > 1 else ''})"

@@ -15,7 +15,13 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from quant_eval import resources as sizing
 from quant_eval.base_model import resolve_source
-from quant_eval.benchmarks import BENCHMARKS, benchmark_source_files, effective_runs, unavailable_benchmarks
+from quant_eval.benchmarks import (
+    BENCHMARKS,
+    benchmark_source_files,
+    data_settings,
+    effective_runs,
+    unavailable_benchmarks,
+)
 from quant_eval.calibration import normalize_mix, resolve_calibration_source
 from quant_eval.config import (
     BASE_VARIANT,

@@ -15,7 +15,9 @@ rule benchmark_data:
             if benchmark_settings(wildcards.benchmark).get("limit")
             else ""
         ),
-        settings=lambda wildcards: json.dumps(benchmark_settings(wildcards.benchmark), sort_keys=True),
+        settings=lambda wildcards: json.dumps(
+            data_settings(wildcards.benchmark, benchmark_settings(wildcards.benchmark)), sort_keys=True
+        ),
         seed=config["seed"],
         data=lambda wildcards: " ".join(
             f"--data {shlex.quote(path)}" for path in benchmark_data_file(wildcards.benchmark)

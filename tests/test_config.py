@@ -333,7 +333,8 @@ def test_shipped_config_runs_math_greedy():
 
     assert settings["subset"] == "math500"
     assert settings["temperature"] == 0
-    assert settings["limit"] == 20
+    assert settings["limit"] == 10
+    assert settings["max_tokens"] == 256
 
 
 # ----------------------------------------------------------------------- start-up checks

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from quant_eval.charts import draw_efficiency, draw_performance
+from quant_eval.charts import draw_efficiency, draw_flips, draw_paired_differences, draw_performance
 from quant_eval.reporting import write_analysis_report, write_methodology, write_scorecard
 from quant_eval.reporting.analysis import analysis_markdown
 from quant_eval.reporting.results import ResultIndex
 from quant_eval.reporting.scorecard import scorecard_markdown
+from quant_eval.statistics import paired_comparison
 
 MODEL = "tiny"
 CONFIG = {
@@ -73,22 +74,27 @@ def build_results() -> tuple[dict, dict]:
         scores[MODEL][variant][benchmark] = {
             f"{benchmark}-{i}": [float(i < correct)] * info["runs"] for i in range(info["n_items"])
         }
-        paired = None
-        if variant != "base":
-            difference = mean - MEANS[("base", benchmark)][0]
-            paired = {"reference": "base", "n_items": 10, "mean_difference": difference, "sd_difference": 0.3,
-                      "se_difference": 0.095, "ci_low": difference - 0.21, "ci_high": difference + 0.21,
-                      "cohens_dz": difference / 0.3}
         results.append({
             "model": MODEL, "variant": variant, "benchmark": benchmark, "metric": info["metric"],
+            "score_kind": "binary", "group_by": None, "group": None,
             "n_items": 10, "n_runs": info["runs"], "mean": mean, "sd": 0.5, "se": 0.16,
             "ci_low": low, "ci_high": high, "interval_method": "wilson" if info["runs"] == 1 else "wilson, effective n",
-            "within_item_variance": None, "between_item_variance": 0.25, "paired": paired,
+            "within_item_variance": None, "between_item_variance": 0.25, "paired": None,
+            "status": "complete", "reason": None,
         })
+    # The paired comparisons come from the statistics module; these tests check the MATH parts.
+    for result in results:
+        if result["variant"] != "base":
+            benchmark = result["benchmark"]
+            paired = paired_comparison(scores[MODEL]["q4_k_m"][benchmark], scores[MODEL]["base"][benchmark],
+                                       "base", "binary", 0.95, 0.8)
+            paired["p_value_holm"] = paired["p_value"]
+            result["paired"] = paired
     comparison = {"reference": "base", "models": {MODEL: {"source": "models/tiny.gguf", "base_type": "F16",
                                                           "grid_limited": False, "note": "used as given (F16)"}},
                   "variants": variants, "benchmarks": BENCHMARKS, "scores": scores}
-    analysis = {"confidence_level": 0.95, "reference": "base", "results": results}
+    analysis = {"confidence_level": 0.95, "reference": "base", "results": results, "imatrix_effect": [],
+                "power": {"power": 0.8, "alpha": 0.05, "target_difference": {"binary": 0.02}}}
     return comparison, analysis
 
 
@@ -153,6 +159,8 @@ def test_scorecard_pdf_with_three_benchmarks(tmp_path):
     comparison, analysis = build_results()
     draw_performance(comparison, analysis, tmp_path / "charts" / "quantization_performance.png")
     draw_efficiency(comparison, analysis, tmp_path / "charts" / "quantization_efficiency.png")
+    draw_paired_differences(comparison, analysis, tmp_path / "charts" / "paired_differences.png")
+    draw_flips(comparison, analysis, tmp_path / "charts" / "flips.png")
     pdf = tmp_path / "scorecards" / "quantization_evaluation.pdf"
 
     write_scorecard(CONFIG, comparison, analysis, tmp_path / "charts", pdf)

@@ -264,6 +264,10 @@ def test_killed_run_resumes_without_redoing(workdir):
 
 
 VARIANTS = ("base", "q8_0", "q4_k_m", "q4_k_m-no-imatrix")
+# Jobs of the test config's full run: base model, 2 benchmark subsets, calibration text,
+# imatrix, 3 quantizations, 12 evaluations, the base log-probs and 4 fidelity records,
+# then compare, statistics, charts, methodology, report and scorecard.
+N_JOBS = 1 + 2 + 1 + 1 + 3 + 12 + 1 + 4 + 6
 
 
 def test_progress_of_completed_run(workdir):
@@ -274,12 +278,13 @@ def test_progress_of_completed_run(workdir):
 
     snapshot = read_progress(workdir, pipeline_id)
     assert snapshot.state == "finished"
-    assert snapshot.done_jobs == snapshot.total_jobs == 26
+    assert snapshot.done_jobs == snapshot.total_jobs == N_JOBS
     assert snapshot.percent == 100.0
     assert snapshot.name == "quantization evaluation of smollm2-135m"
     assert snapshot.phase == "scorecard"
     assert snapshot.rules["evaluate"].finished == 12
     assert snapshot.rules["quantize"].finished == 3
+    assert snapshot.rules["fidelity"].finished == 4
     for rule, times in snapshot.rules.items():
         assert times.remaining == 0, rule
         assert times.finished == times.planned, rule
@@ -287,7 +292,7 @@ def test_progress_of_completed_run(workdir):
     with log.open() as handle:
         jobs = parse_log(handle, pipeline_id, log).jobs.values()
     job_logs = [job.log for job in jobs]
-    assert len(set(job_logs)) == len(job_logs) == 26
+    assert len(set(job_logs)) == len(job_logs) == N_JOBS
     for job_log in job_logs:
         assert (workdir / job_log).is_file(), job_log
 
@@ -311,7 +316,7 @@ def test_progress_midway_through_real_log(workdir, tmp_path):
     snapshot = read_progress(tmp_path, pipeline_id, now=cut_time, process_check=lambda _: True)
 
     assert snapshot.state == "running"
-    assert (snapshot.done_jobs, snapshot.total_jobs) == (8, 26)
+    assert (snapshot.done_jobs, snapshot.total_jobs) == (8, N_JOBS)
     assert snapshot.phase in ("imatrix", "quantization", "evaluation")
     assert snapshot.running
     assert snapshot.eta_seconds is not None and snapshot.eta_seconds > 0

@@ -61,6 +61,9 @@ class Benchmark:
     filter: ClassVar[str | None] = None  # the harness's filter whose answer is scored
     score_kind: ClassVar[str] = "binary"  # "binary" (0 or 1) or "graded" (any real number)
     judged: ClassVar[bool] = False  # scored by a judge model in its own stage, not by the harness
+    # Settings keys that choose the items; only they reach the item-subset step, so that a
+    # change of e.g. temperature or the judge does not write the subset again.
+    data_keys: ClassVar[tuple[str, ...]] = ()
 
     def with_data(self, path: Path) -> Benchmark:
         """Return this benchmark reading its items from `path`."""
@@ -351,6 +354,8 @@ class MATH(Benchmark):
             items.append(by_problem[doc["problem"]])
         return items
 
+    data_keys = ("subset",)
+
     def select_items(self, settings: dict[str, Any]) -> list[dict[str, Any]]:
         subset = settings.get("subset", "math500")
         if subset not in MATH_SUBSETS:
@@ -435,6 +440,13 @@ def get_benchmark(name: str, settings: dict[str, Any] | None = None) -> Benchmar
     if name not in BENCHMARKS:
         raise InvalidDataError(f"unknown benchmark {name!r}; available: {', '.join(BENCHMARKS)}")
     return BENCHMARKS[name]
+
+
+def data_settings(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Return the settings that choose a benchmark's items: all of a user benchmark's, which define it."""
+    if is_user_benchmark(settings):
+        return settings
+    return {key: settings[key] for key in get_benchmark(name).data_keys if key in settings}
 
 
 def benchmark_source_files(name: str, settings: dict[str, Any]) -> list[str]:

@@ -367,7 +367,7 @@ def check_input_files(config: dict[str, Any]) -> None:
             source = entry if isinstance(entry, str) else entry["source"]
             resolve_calibration_source(source, f"imatrix.calibration_sets.{name}")
     # Loading a user benchmark checks its files, its task definition or scorer module.
-    for name, settings in config["benchmarks"].items():
+    for name, settings in config.get("benchmarks", {}).items():
         if is_user_benchmark(settings):
             get_benchmark(name, settings)
     fidelity = config.get("fidelity", {})

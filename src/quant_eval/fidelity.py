@@ -43,6 +43,7 @@ import numpy as np
 
 from .errors import InvalidDataError, InvalidModelError
 from .files import atomic_output
+from .gguf_files import open_gguf
 from .package_data import package_file
 
 logger = logging.getLogger(__name__)
@@ -429,6 +430,16 @@ def compare_with_base(model_path: Path, base_logprobs: Path, text: str, threads:
     """Evaluate a variant on the chunks of the base log-probs file and return its fidelity record."""
     started = time.monotonic()
     base = BaseLogprobsFile.read(base_logprobs)
+    try:
+        open_gguf(model_path)
+    except InvalidModelError as error:
+        # As in evaluation: a truncated or corrupt variant gets a record that says why, so
+        # with --keep-going the other variants still reach the reports.
+        logger.error("fidelity of %s not measured: %s", model_path, error)
+        result = _result(labels, text, base, 0)
+        result.update(status="failed", reason=str(error), perplexity=None, ln_ppl_ratio=None,
+                      kl_divergence=None, same_top_p=None)
+        return result
     evaluator = ChunkEvaluator(model_path, base.context, threads)
     if evaluator.n_vocab != base.n_vocab:
         raise InvalidModelError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .formats import MISSING
-from .sections import code, markdown_table
+from .sections import code, escape_markdown, markdown_table
 
 # Decimals of the fidelity figures: perplexity, ln PPL ratio and KL divergence (nats per
 # token), and the same-top rate in percent.
@@ -51,12 +51,22 @@ def fidelity_table(comparison: dict[str, Any], model: str, wrap: bool = False) -
             _plus_minus(record["same_top_p"], SAME_TOP_DECIMALS, scale=100.0),
         ])
     wrap_widths = [4, 3, 3, 3, 2, 2, 2, 3] if wrap else None
-    return markdown_table(header, rows, "l" + "r" * (len(header) - 1), wrap_widths)
+    lines = markdown_table(header, rows, "l" + "r" * (len(header) - 1), wrap_widths)
+    failed = [
+        f"- {code(variant)}: {escape_markdown(record['reason'])}"
+        for variant, record in fidelity_records(comparison, model).items()
+        if record.get("status") == "failed"
+    ]
+    if failed:
+        lines += ["", f"Not measured, marked {MISSING}: the model file of these variants is not a valid GGUF.",
+                  "", *failed]
+    return lines
 
 
 def fidelity_note(comparison: dict[str, Any], model: str) -> str:
     """Return the sentence under the fidelity table: text, tokens and what ± means."""
-    record = next(iter(fidelity_records(comparison, model).values()))
+    # A variant that was not measured has no scored tokens; the base record always has them.
+    record = max(fidelity_records(comparison, model).values(), key=lambda r: r["n_tokens"])
     return (
         f"Measured on {record['n_tokens']} tokens of {code(record['text'])} ({record['n_chunks']} chunks of "
         f"{record['context']} tokens, the second half of each scored), against the base model. "

@@ -28,9 +28,9 @@ scorecard: setup
 test: setup
 	pytest
 
-# Unit tests only: skips the workflow runs that take minutes.
+# Unit tests only: skips the workflow runs and the Slurm test, which take minutes.
 test-fast: setup
-	pytest -m "not workflow"
+	pytest -m "not workflow and not slurm"
 
 # Only the Slurm profile's test: a one-node Slurm cluster on this machine (needs root).
 test-slurm: setup

@@ -38,4 +38,4 @@ test-slurm: setup
 
 clean:
 	rm -rf base_models calibration imatrix_data quantized_models benchmark_data \
-		evaluation_results charts methodology scorecards logs reports/*.md .snakemake
+		evaluation_results fidelity charts methodology scorecards logs reports/*.md .snakemake

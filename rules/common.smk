@@ -264,8 +264,10 @@ def fidelity_memory_mb(wildcards, input):
 def fidelity_runtime(wildcards, input):
     """Runtime of one fidelity job: one forward pass over every chunk, as llama-imatrix makes."""
     if not input.model:
-        return sizing.quantize_runtime_minutes(0)
-    return sizing.imatrix_runtime_minutes(sizing.file_size(input.model), config["fidelity"]["context"], config["fidelity"]["chunks"])
+        # The base model's record is read from its log-probs file: no model runs.
+        return sizing.RUNTIME_OVERHEAD_MINUTES
+    fidelity = config["fidelity"]
+    return sizing.imatrix_runtime_minutes(sizing.file_size(input.model), fidelity["context"], fidelity["chunks"])
 
 
 def imatrix_memory_mb(wildcards, input):

@@ -433,7 +433,7 @@ def compare_with_base(model_path: Path, base_logprobs: Path, text: str, threads:
     try:
         open_gguf(model_path)
     except InvalidModelError as error:
-        # As in evaluation: a truncated or corrupt variant gets a record that says why, so
+        # As in evaluation, a truncated or corrupt variant gets a record with the reason, so
         # with --keep-going the other variants still reach the reports.
         logger.error("fidelity of %s not measured: %s", model_path, error)
         result = _result(labels, text, base, 0)
